@@ -1,0 +1,64 @@
+//! Machine authority: may this client, of this partner, call this route with this token, now?
+//!
+//! The registry (clients, partners) is the source of truth for status and ceilings; the token only
+//! says which client it was issued to and what it asks for.
+
+use crate::jwt::VerifiedToken;
+use crate::policy::{Client, ClientStatus, Partner, PartnerStatus, Policy, RouteRule};
+use crate::reason::Reason;
+
+/// The registry entries behind an authorised token.
+#[derive(Debug, Clone, Copy)]
+pub struct Authority<'p> {
+    pub client: &'p Client,
+    pub partner: Option<&'p Partner>,
+}
+
+pub fn check<'p>(
+    policy: &'p Policy,
+    route: &RouteRule,
+    token: &VerifiedToken,
+    now: i64,
+) -> Result<Authority<'p>, Reason> {
+    let client = policy
+        .clients
+        .get(&token.client_id)
+        .ok_or(Reason::ClientUnknown)?;
+    match client.status {
+        ClientStatus::Active => {}
+        ClientStatus::Suspended | ClientStatus::Revoked => return Err(Reason::ClientInactive),
+    }
+    if now >= client.expires {
+        return Err(Reason::ClientExpired);
+    }
+    let partner = match &client.partner {
+        Some(id) => {
+            // The loader guarantees the partner exists; a missing one still fails closed.
+            let p = policy.partners.get(id).ok_or(Reason::PartnerOffboarded)?;
+            match p.status {
+                PartnerStatus::Active => {}
+                PartnerStatus::Suspended => return Err(Reason::PartnerSuspended),
+                PartnerStatus::Offboarded => return Err(Reason::PartnerOffboarded),
+            }
+            if now >= p.contract_end {
+                return Err(Reason::PartnerContractEnded);
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    if !route.client_kinds.contains(&client.kind) {
+        return Err(Reason::ClientKindNotAllowed);
+    }
+    for scope in &route.scopes {
+        if !token.has_scope(scope) {
+            return Err(Reason::ScopeMissing);
+        }
+    }
+    for scope in &route.scopes {
+        if !client.scope_ceiling.iter().any(|s| s == scope) {
+            return Err(Reason::ScopeBeyondCeiling);
+        }
+    }
+    Ok(Authority { client, partner })
+}

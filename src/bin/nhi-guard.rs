@@ -1,0 +1,241 @@
+//! `nhi-guard`: the native companion of the filter. Checks policies with the filter's own loader,
+//! mints demo tokens, prints JWKS, renders Envoy configs and runs the demo's echo upstream.
+
+use nhi_guard::envoy_config::{render, EnvoyLayout};
+use nhi_guard::jwt::keys::Alg;
+use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+nhi-guard: machine authority and customer consent for banking APIs, inline in Envoy
+
+USAGE:
+  nhi-guard check FILE...
+      Load each policy with the filter's loader; print a summary or every error. Exit 1 on errors.
+  nhi-guard token --key PEM --kid KID --iss ISS --aud AUD --client CLIENT_ID [--sub SUB]
+                  [--scope \"a b\"] [--ttl SECONDS] [--iat-offset SECONDS] [--alg PS256|RS256]
+                  [--claim NAME=JSON]...
+      Mint a signed RFC 9068 access token (demo and tests only).
+  nhi-guard jwks PEM:KID[:ALG]...
+      Print the public JWKS for private keys (ALG for RSA keys: PS256 or RS256).
+  nhi-guard keygen ES256|EdDSA|PS256
+      Print a new PKCS#8 PEM private key.
+  nhi-guard envoy-config --policy FILE --wasm PATH [--listen PORT] [--admin PORT] [--upstream PORT]
+      Print an Envoy bootstrap running the filter with this policy.
+  nhi-guard upstream [--port PORT]
+      Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON).
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("check") => check(args.get(1..).unwrap_or(&[])),
+        Some("token") => token(args.get(1..).unwrap_or(&[])),
+        Some("jwks") => jwks(args.get(1..).unwrap_or(&[])),
+        Some("keygen") => keygen(args.get(1..).unwrap_or(&[])),
+        Some("envoy-config") => envoy_config(args.get(1..).unwrap_or(&[])),
+        Some("upstream") => upstream(args.get(1..).unwrap_or(&[])),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nhi-guard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--name value` pairs; `--claim` may repeat.
+struct Flags {
+    values: HashMap<String, String>,
+    claims: Vec<String>,
+}
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, String> {
+        let mut values = HashMap::new();
+        let mut claims = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let name = a
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected a --flag, got {a:?}"))?;
+            let v = it
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?
+                .clone();
+            if name == "claim" {
+                claims.push(v);
+            } else {
+                values.insert(name.to_string(), v);
+            }
+        }
+        Ok(Flags { values, claims })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn need(&self, name: &str) -> Result<&str, String> {
+        self.get(name)
+            .ok_or_else(|| format!("--{name} is required"))
+    }
+
+    fn int(&self, name: &str, default: i64) -> Result<i64, String> {
+        self.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("--{name} must be an integer"))
+        })
+    }
+}
+
+fn read(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+}
+
+fn check(files: &[String]) -> Result<(), String> {
+    if files.is_empty() {
+        return Err("check needs at least one policy file".into());
+    }
+    let mut failed = false;
+    for f in files {
+        match nhi_guard::load_policy(&read(f)?, f) {
+            Ok(p) => println!(
+                "{f}: ok ({} issuers, {} partners, {} clients, {} routes)",
+                p.issuers.len(),
+                p.partners.len(),
+                p.clients.len(),
+                p.routes.iter().count()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err("policy check failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn rsa_alg(name: Option<&str>) -> Result<Alg, String> {
+    match name {
+        None => Ok(Alg::PS256),
+        Some(n) => Alg::parse(n).ok_or_else(|| format!("unknown alg {n:?}")),
+    }
+}
+
+fn token(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args)?;
+    let key = SigningKey::from_pkcs8_pem(&read(f.need("key")?)?, rsa_alg(f.get("alg"))?)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let iat = now + f.int("iat-offset", 0)?;
+    let client = f.need("client")?;
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(f.need("iss")?));
+    claims.insert("aud".into(), json!(f.need("aud")?));
+    claims.insert("sub".into(), json!(f.get("sub").unwrap_or(client)));
+    claims.insert("client_id".into(), json!(client));
+    claims.insert("iat".into(), json!(iat));
+    claims.insert("exp".into(), json!(iat + f.int("ttl", 300)?));
+    claims.insert(
+        "jti".into(),
+        json!(format!("{client}-{iat}-{}", std::process::id())),
+    );
+    if let Some(s) = f.get("scope") {
+        claims.insert("scope".into(), json!(s));
+    }
+    for c in &f.claims {
+        let (name, value) = c
+            .split_once('=')
+            .ok_or_else(|| format!("--claim {c:?} must be NAME=JSON"))?;
+        let value: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+        claims.insert(name.to_string(), value);
+    }
+    let kid = f.need("kid")?;
+    println!(
+        "{}",
+        sign_jws(
+            &access_token_header(&key, kid),
+            &Value::Object(claims),
+            &key
+        )
+    );
+    Ok(())
+}
+
+fn jwks(specs: &[String]) -> Result<(), String> {
+    let mut keys = Vec::new();
+    for spec in specs {
+        let mut parts = spec.splitn(3, ':');
+        let (path, kid) = match (parts.next(), parts.next()) {
+            (Some(p), Some(k)) => (p, k),
+            _ => return Err(format!("{spec:?} must be PEM:KID[:ALG]")),
+        };
+        let key = SigningKey::from_pkcs8_pem(&read(path)?, rsa_alg(parts.next())?)?;
+        keys.push(key.public_jwk(kid));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({ "keys": keys })).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+fn keygen(args: &[String]) -> Result<(), String> {
+    use jwt_simple::prelude::*;
+    let pem = match args.first().map(String::as_str) {
+        Some("ES256") => ES256KeyPair::generate()
+            .to_pem()
+            .map_err(|e| e.to_string())?,
+        Some("EdDSA") => Ed25519KeyPair::generate().to_pem(),
+        Some("PS256") => PS256KeyPair::generate(2048)
+            .and_then(|k| k.to_pem())
+            .map_err(|e| e.to_string())?,
+        _ => return Err("keygen needs ES256, EdDSA or PS256".into()),
+    };
+    print!("{pem}");
+    Ok(())
+}
+
+fn envoy_config(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args)?;
+    let policy_path = f.need("policy")?;
+    let policy_json = read(policy_path)?;
+    nhi_guard::load_policy(&policy_json, policy_path).map_err(|e| e.to_string())?;
+    let port = |name: &str, default: i64| -> Result<u16, String> {
+        u16::try_from(f.int(name, default)?).map_err(|_| format!("--{name} is not a port"))
+    };
+    let layout = EnvoyLayout {
+        listen_port: port("listen", 10000)?,
+        admin_port: port("admin", 9901)?,
+        upstream_port: port("upstream", 8081)?,
+        wasm_path: f.need("wasm")?.to_string(),
+        policy_json,
+    };
+    print!("{}", render(&layout));
+    Ok(())
+}
+
+fn upstream(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args)?;
+    let port = f.int("port", 8081)?;
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
+    eprintln!("nhi-guard upstream: echoing requests on 127.0.0.1:{port}");
+    nhi_guard::echo::serve(listener, None);
+    Ok(())
+}

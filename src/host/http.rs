@@ -1,0 +1,135 @@
+//! HTTP context: one request's facts in, the decision applied.
+//!
+//! Host calls per request: one to read all request headers, one for the clock, then either the
+//! identity headers (one call each) or one local reply, plus counters. Spoofed `x-nhi-*` headers
+//! are removed before anything else, whatever the decision.
+
+use super::log;
+use super::metrics::Metrics;
+use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
+use crate::{Decision, Engine, Reason, RequestFacts};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MapType};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub struct RequestContext {
+    engine: Option<Rc<RefCell<Engine>>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl RequestContext {
+    pub fn new(engine: Option<Rc<RefCell<Engine>>>, metrics: Option<Rc<Metrics>>) -> Self {
+        RequestContext { engine, metrics }
+    }
+
+    /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
+    fn refuse(&self, reason: Reason, request_id: &str) -> Action {
+        let deny = Deny {
+            reason,
+            route: None,
+            client_id: None,
+            realm: "nhi-guard",
+        };
+        self.reply(&deny, request_id);
+        Action::Pause
+    }
+
+    fn reply(&self, deny: &Deny<'_>, request_id: &str) {
+        let response = deny.response(request_id);
+        let headers: Vec<(&str, &str)> = response
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        if hostcalls::send_http_response(
+            u32::from(response.status),
+            headers,
+            Some(response.body.as_bytes()),
+        )
+        .is_err()
+        {
+            // Could not answer: reset rather than let the request continue.
+            let _ = hostcalls::reset_http_request();
+        }
+        if let Some(m) = &self.metrics {
+            m.denied(deny.reason);
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "nhi-guard deny reason={} status={} route={} client={} request_id={}",
+                deny.reason.code(),
+                deny.reason.status(),
+                deny.route.map_or("-", |r| r.id.as_str()),
+                deny.client_id.as_deref().unwrap_or("-"),
+                request_id
+            ),
+        );
+    }
+}
+
+impl Context for RequestContext {}
+
+impl HttpContext for RequestContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+            return self.refuse(Reason::HostError, "-");
+        };
+        let (mut method, mut path, mut request_id) = ("", "", "-");
+        let mut authorization: Vec<&str> = Vec::new();
+        let mut removed_spoofed = true;
+        for (name, value) in &headers {
+            match name.as_str() {
+                ":method" => method = value,
+                ":path" => path = value,
+                "x-request-id" => request_id = value,
+                "authorization" => authorization.push(value),
+                n if n.starts_with(IDENTITY_HEADER_PREFIX) => {
+                    removed_spoofed &=
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok();
+                }
+                _ => {}
+            }
+        }
+        if !removed_spoofed {
+            return self.refuse(Reason::HostError, request_id);
+        }
+        let Some(engine) = self.engine.clone() else {
+            return self.refuse(Reason::PolicyUnavailable, request_id);
+        };
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return self.refuse(Reason::HostError, request_id);
+        };
+        let Some(now) = super::now() else {
+            return self.refuse(Reason::HostError, request_id);
+        };
+        let facts = RequestFacts {
+            method,
+            path,
+            authorization: &authorization,
+            now,
+        };
+        match engine.decide(&facts) {
+            Decision::Allow(allow) => {
+                for (name, value) in allow.upstream_headers() {
+                    if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                        .is_err()
+                    {
+                        drop(allow);
+                        return self.refuse(Reason::HostError, request_id);
+                    }
+                }
+                if let Some(m) = &self.metrics {
+                    m.allowed(allow.cache_hit);
+                }
+                Action::Continue
+            }
+            Decision::Deny(deny) => {
+                self.reply(&deny, request_id);
+                Action::Pause
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The host shell: the only code that talks to proxy-wasm (wasm32-wasip1 builds only).
+//!
+//! It gathers `RequestFacts`, asks the core's `Engine` for a `Decision`, and applies it: headers,
+//! local replies, metrics and logs. Every host call's error is handled; none may panic a worker.
+
+mod http;
+mod metrics;
+mod root;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::default()) });
+}}
+
+/// Logs through the host; a failed log call has nowhere else to go, so it is dropped.
+fn log(level: LogLevel, message: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, message);
+}
+
+/// Envoy's clock, in Unix seconds. `None` if the host cannot tell (the caller fails closed).
+fn now() -> Option<i64> {
+    let t = proxy_wasm::hostcalls::get_current_time().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
+}

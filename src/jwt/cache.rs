@@ -1,0 +1,136 @@
+//! A bounded, per-worker cache of token outcomes, keyed by the exact token text.
+//!
+//! Used twice: for verified tokens (a repeated token skips parsing and the signature) and for
+//! tokens whose signature failed (replaying one forged token costs a lookup, not a verify).
+//! Entries never outlive their `until` time; when full, the oldest insertion goes first (FIFO),
+//! which is O(1) and good enough because entries are short-lived anyway.
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::rc::Rc;
+
+/// A fixed-key hasher: no randomness source is needed in the VM. Lookups still compare the full
+/// token, so a hash collision can cost time but never returns another token's outcome.
+type FixedHasher = BuildHasherDefault<DefaultHasher>;
+
+pub struct TokenCache<V> {
+    map: HashMap<Rc<str>, (V, i64), FixedHasher>,
+    order: VecDeque<Rc<str>>,
+    capacity: usize,
+}
+
+impl<V: Clone> TokenCache<V> {
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            map: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), FixedHasher::default()),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity,
+        }
+    }
+
+    /// The cached value if present and `now < until`. An expired entry is dropped on sight.
+    pub fn get(&mut self, token: &str, now: i64) -> Option<V> {
+        match self.map.get(token) {
+            Some((v, until)) if now < *until => Some(v.clone()),
+            Some(_) => {
+                self.map.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Stores `value` until `until` (Unix seconds). A zero-capacity cache stores nothing.
+    pub fn insert(&mut self, token: &str, value: V, until: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let key: Rc<str> = Rc::from(token);
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                e.insert((value, until));
+            }
+            Entry::Vacant(e) => {
+                e.insert((value, until));
+                self.order.push_back(key);
+            }
+        }
+        // Keys removed by expiry stay in `order` until popped; cap that backlog too.
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn entries_never_outlive_their_time() {
+        let mut c = TokenCache::new(4);
+        c.insert("a", 1, 100);
+        assert_eq!(c.get("a", 99), Some(1));
+        assert_eq!(c.get("a", 100), None);
+        assert!(c.is_empty(), "expired entry is dropped");
+    }
+
+    #[test]
+    fn stays_within_capacity_evicting_oldest_first() {
+        let mut c = TokenCache::new(3);
+        for (i, t) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            c.insert(t, i, 1000);
+            assert!(c.len() <= 3);
+        }
+        assert_eq!(c.get("a", 0), None);
+        assert_eq!(c.get("b", 0), None);
+        assert_eq!(c.get("e", 0), Some(4));
+        let mut big = TokenCache::new(100);
+        for i in 0..10_000 {
+            big.insert(&format!("t{i}"), i, if i % 2 == 0 { 1 } else { 1000 });
+            let _ = big.get(&format!("t{}", i / 2), 5);
+        }
+        assert!(big.len() <= 100 && big.order.len() <= 200);
+    }
+
+    #[test]
+    fn zero_capacity_disables_caching() {
+        let mut c = TokenCache::new(0);
+        c.insert("a", 1, 1000);
+        assert_eq!(c.get("a", 0), None);
+    }
+
+    #[test]
+    fn only_the_exact_token_hits() {
+        let mut c = TokenCache::new(8);
+        c.insert("aaa.bbb.ccc", 1, 1000);
+        assert_eq!(c.get("aaa.bbb.cc", 0), None);
+        assert_eq!(c.get("aaa.bbb.ccc ", 0), None);
+        assert_eq!(c.get("aaa.bbb.ccc", 0), Some(1));
+    }
+}

@@ -1,0 +1,30 @@
+//! nhi-guard: per-route machine authority (and, next, customer consent) for banking APIs, inline in Envoy.
+//!
+//! The core (every module but `host`) is plain Rust: facts in, `Decision` out. `host` is the only
+//! code that talks to proxy-wasm, and exists only in the `wasm32-wasip1` filter build.
+
+pub mod authority;
+pub mod credentials;
+pub mod decision;
+pub mod jwt;
+pub mod policy;
+pub mod reason;
+pub mod route;
+pub mod timestamp;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod echo;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod envoy_config;
+#[cfg(not(target_os = "wasi"))]
+pub mod mint;
+
+#[cfg(target_os = "wasi")]
+mod host;
+
+#[cfg(test)]
+mod testkit;
+
+pub use decision::{Decision, Engine, RequestFacts};
+pub use policy::{load as load_policy, Policy, PolicyError};
+pub use reason::Reason;

@@ -1,0 +1,147 @@
+//! Minting JWS tokens: the CLI's demo tokens and every test's tokens, good and deliberately bad.
+//!
+//! Not part of the filter (compiled out of the wasip1 build). Header and claims are free-form JSON
+//! so tests can forge exactly the malformation they mean.
+
+use crate::jwt::base64url;
+use crate::jwt::keys::Alg;
+use serde_json::{json, Value};
+
+/// A private key for one algorithm.
+pub enum SigningKey {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(ed25519_compact::KeyPair),
+    Rsa(Box<rsa::RsaPrivateKey>, Alg),
+}
+
+impl SigningKey {
+    /// Reads a PKCS#8 PEM private key. RSA keys need the algorithm (PS256 or RS256) they sign for.
+    pub fn from_pkcs8_pem(pem: &str, rsa_alg: Alg) -> Result<SigningKey, String> {
+        use p256::pkcs8::DecodePrivateKey;
+        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(SigningKey::Es256(k));
+        }
+        if let Ok(k) = ed25519_compact::KeyPair::from_pem(pem) {
+            return Ok(SigningKey::EdDsa(k));
+        }
+        if let Ok(k) = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_pem(pem) {
+            return Ok(SigningKey::Rsa(Box::new(k), rsa_alg));
+        }
+        Err("not a PKCS#8 PEM P-256, Ed25519 or RSA private key".into())
+    }
+
+    /// A P-256 key from 32 secret bytes (tests: deterministic keys without a random source).
+    pub fn es256_from_bytes(secret: &[u8; 32]) -> Result<SigningKey, String> {
+        p256::ecdsa::SigningKey::from_slice(secret)
+            .map(SigningKey::Es256)
+            .map_err(|e| e.to_string())
+    }
+
+    /// An Ed25519 key from a 32-byte seed.
+    pub fn eddsa_from_seed(seed: &[u8; 32]) -> SigningKey {
+        SigningKey::EdDsa(ed25519_compact::KeyPair::from_seed(
+            ed25519_compact::Seed::new(*seed),
+        ))
+    }
+
+    pub fn alg(&self) -> Alg {
+        match self {
+            SigningKey::Es256(_) => Alg::ES256,
+            SigningKey::EdDsa(_) => Alg::EdDSA,
+            SigningKey::Rsa(_, alg) => *alg,
+        }
+    }
+
+    /// Signs `input`. ES256 gives r||s (RFC 7518 §3.4); ECDSA uses RFC 6979 deterministic nonces.
+    pub fn sign(&self, input: &[u8]) -> Vec<u8> {
+        match self {
+            SigningKey::Es256(k) => {
+                use p256::ecdsa::signature::Signer;
+                let sig: p256::ecdsa::Signature = k.sign(input);
+                sig.to_bytes().to_vec()
+            }
+            SigningKey::EdDsa(k) => k.sk.sign(input, None).to_vec(),
+            SigningKey::Rsa(k, Alg::RS256) => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.as_ref().clone());
+                sk.sign(input).to_vec()
+            }
+            SigningKey::Rsa(k, _) => {
+                use rsa::signature::{RandomizedSigner, SignatureEncoding};
+                let sk = rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(k.as_ref().clone());
+                let mut rng = DeterministicRng(0x9e37_79b9_7f4a_7c15);
+                sk.sign_with_rng(&mut rng, input).to_vec()
+            }
+        }
+    }
+
+    /// The public half as a JWK with `kid`, `alg` and `use`.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        match self {
+            SigningKey::Es256(k) => {
+                let point = k.verifying_key().to_sec1_bytes();
+                let (x, y) = (
+                    point.get(1..33).unwrap_or(&[]),
+                    point.get(33..65).unwrap_or(&[]),
+                );
+                json!({"kty": "EC", "crv": "P-256", "x": base64url::encode(x), "y": base64url::encode(y), "kid": kid, "alg": "ES256", "use": "sig"})
+            }
+            SigningKey::EdDsa(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": base64url::encode(k.pk.as_ref()), "kid": kid, "alg": "EdDSA", "use": "sig"})
+            }
+            SigningKey::Rsa(k, alg) => {
+                use rsa::traits::PublicKeyParts;
+                json!({"kty": "RSA", "n": base64url::encode(&k.n().to_bytes_be()), "e": base64url::encode(&k.e().to_bytes_be()), "kid": kid, "alg": alg.name(), "use": "sig"})
+            }
+        }
+    }
+}
+
+/// Builds `b64(header).b64(claims).b64(signature)` with `key`, whatever the header says.
+pub fn sign_jws(header: &Value, claims: &Value, key: &SigningKey) -> String {
+    let input = signing_input(header, claims);
+    let sig = key.sign(input.as_bytes());
+    format!("{input}.{}", base64url::encode(&sig))
+}
+
+/// `b64(header).b64(claims)`: for tests that attach a signature of their own making.
+pub fn signing_input(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}",
+        base64url::encode(header.to_string().as_bytes()),
+        base64url::encode(claims.to_string().as_bytes())
+    )
+}
+
+/// The header of an RFC 9068 access token signed by `key` under `kid`.
+pub fn access_token_header(key: &SigningKey, kid: &str) -> Value {
+    json!({"alg": key.alg().name(), "typ": "at+jwt", "kid": kid})
+}
+
+// RSA-PSS needs a salt source; tests and demo tokens do not need unpredictable salts, and the VM
+// under wasm-bindgen has no OS random source we want to depend on. Not used for anything secret.
+struct DeterministicRng(u64);
+
+impl rsa::rand_core::RngCore for DeterministicRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(v.get(..chunk.len()).unwrap_or(&[]));
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for DeterministicRng {}

@@ -1,0 +1,418 @@
+//! Validation and compilation of a `PolicyDocument` into a `Policy`.
+
+use super::document::{ClientDoc, IssuerDoc, PartnerDoc, PolicyDocument, RouteDoc};
+use super::{Client, FieldError, Issuer, Partner, Policy, PolicyError, RouteRule};
+use crate::jwt::keys::Alg;
+use crate::policy::ClientKind;
+use crate::route::{PathTemplate, RouteTable};
+use crate::timestamp::parse_rfc3339;
+use std::collections::{HashMap, HashSet};
+
+/// Largest clock skew accepted (FAPI 2.0: reject more than 60 s ahead).
+pub const MAX_CLOCK_SKEW: i64 = 60;
+/// Route limits beyond a day are a sign of a long-lived credential, not a short-lived token.
+pub const MAX_ROUTE_SECONDS: i64 = 86_400;
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Parses, validates and compiles a policy. `source` names where the JSON came from, for messages.
+pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
+    let fail = |errors| PolicyError {
+        source: source.to_string(),
+        errors,
+    };
+    let mut de = serde_json::Deserializer::from_str(json);
+    let doc: PolicyDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => "(document)".to_string(),
+            p => p,
+        };
+        fail(vec![FieldError {
+            path,
+            message: format!(
+                "{}; fix the JSON to match policies/policy.schema.json",
+                e.inner()
+            ),
+        }])
+    })?;
+    let mut c = Compiler { errors: Vec::new() };
+    let policy = c.compile(doc);
+    match policy {
+        Some(p) if c.errors.is_empty() => Ok(p),
+        _ => Err(fail(c.errors)),
+    }
+}
+
+struct Compiler {
+    errors: Vec<FieldError>,
+}
+
+impl Compiler {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn required(&mut self, path: String, value: &str, what: &str) {
+        if value.trim().is_empty() {
+            self.err(path, format!("is empty; every {what} needs one (governance: who answers for it, and why it exists)"));
+        }
+    }
+
+    fn time(&mut self, path: String, value: &str) -> i64 {
+        match parse_rfc3339(value) {
+            Some(t) => t,
+            None => {
+                self.err(path, format!("{value:?} is not an RFC 3339 date-time; write e.g. \"2027-03-31T23:59:59Z\""));
+                0
+            }
+        }
+    }
+
+    fn scopes(&mut self, path: &str, scopes: &[String]) {
+        let mut seen = HashSet::new();
+        for (i, s) in scopes.iter().enumerate() {
+            if s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                self.err(
+                    format!("{path}[{i}]"),
+                    format!("{s:?} is not a valid scope token (RFC 6749 §3.3)"),
+                );
+            }
+            if !seen.insert(s) {
+                self.err(
+                    format!("{path}[{i}]"),
+                    format!("scope {s:?} is listed twice"),
+                );
+            }
+        }
+    }
+
+    fn compile(&mut self, doc: PolicyDocument) -> Option<Policy> {
+        if doc.version != 1 {
+            self.err(
+                "version",
+                format!("is {}; this nhi-guard reads version 1", doc.version),
+            );
+        }
+        if doc.realm.is_empty()
+            || !doc
+                .realm
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            self.err("realm", "must be non-empty printable ASCII without quotes or backslashes (it goes into WWW-Authenticate)");
+        }
+        let s = &doc.settings;
+        if !(256..=65_536).contains(&s.max_token_bytes) {
+            self.err(
+                "settings.max_token_bytes",
+                format!("is {}; choose 256 to 65536", s.max_token_bytes),
+            );
+        }
+        if s.token_cache_entries > 1_000_000 || s.negative_cache_entries > 1_000_000 {
+            self.err(
+                "settings",
+                "cache sizes above 1000000 entries per worker are refused; memory grows with them",
+            );
+        }
+        if doc.issuers.is_empty() {
+            self.err(
+                "issuers",
+                "is empty; add the authorization server that issues access tokens",
+            );
+        }
+        let issuers: Vec<Issuer> = doc
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| self.issuer(i, d))
+            .collect();
+        let mut ids = HashSet::new();
+        for (i, d) in doc.issuers.iter().enumerate() {
+            if !ids.insert(&d.id) {
+                self.err(
+                    format!("issuers[{i}].id"),
+                    format!("issuer {:?} is defined twice", d.id),
+                );
+            }
+        }
+        let partners = self.partners(&doc.partners);
+        let clients = self.clients(&doc.clients, &partners);
+        let routes = self.routes(&doc.routes);
+        Some(Policy {
+            realm: doc.realm,
+            max_token_bytes: s.max_token_bytes,
+            token_cache_entries: s.token_cache_entries,
+            negative_cache_entries: s.negative_cache_entries,
+            signature_backend: s.signature_backend,
+            issuers,
+            partners,
+            clients,
+            routes: routes?,
+        })
+    }
+
+    fn issuer(&mut self, i: usize, d: &IssuerDoc) -> Option<Issuer> {
+        let at = format!("issuers[{i}]");
+        if d.id.is_empty() {
+            self.err(
+                format!("{at}.id"),
+                "is empty; use the exact iss value of the authorization server",
+            );
+        }
+        if d.audiences.is_empty() || d.audiences.iter().any(String::is_empty) {
+            self.err(
+                format!("{at}.audiences"),
+                "needs at least one non-empty audience (this API's identifier)",
+            );
+        }
+        if !(0..=MAX_CLOCK_SKEW).contains(&d.clock_skew_seconds) {
+            self.err(
+                format!("{at}.clock_skew_seconds"),
+                format!("is {}; choose 0 to {MAX_CLOCK_SKEW}", d.clock_skew_seconds),
+            );
+        }
+        let mut algorithms = Vec::new();
+        if d.algorithms.is_empty() {
+            self.err(
+                format!("{at}.algorithms"),
+                "is empty; list ES256, PS256 or EdDSA",
+            );
+        }
+        for (j, name) in d.algorithms.iter().enumerate() {
+            match Alg::parse(name) {
+                Some(Alg::RS256) if !d.allow_rs256 => self.err(
+                    format!("{at}.algorithms[{j}]"),
+                    "RS256 is not FAPI 2.0; set allow_rs256: true on the issuer to accept it knowingly",
+                ),
+                Some(a) => algorithms.push(a),
+                None => self.err(
+                    format!("{at}.algorithms[{j}]"),
+                    format!("{name:?} is not allowed; use ES256, PS256 or EdDSA (never none or HMAC)"),
+                ),
+            }
+        }
+        let mut keys = Vec::new();
+        if d.jwks.keys.is_empty() {
+            self.err(
+                format!("{at}.jwks.keys"),
+                "is empty; add the issuer's public signing keys",
+            );
+        }
+        for (j, jwk) in d.jwks.keys.iter().enumerate() {
+            match jwk.to_key() {
+                Ok(k) => {
+                    if !algorithms.contains(&k.alg) {
+                        self.err(
+                            format!("{at}.jwks.keys[{j}]"),
+                            format!(
+                                "is a {} key but {} is not in {at}.algorithms",
+                                k.alg.name(),
+                                k.alg.name()
+                            ),
+                        );
+                    }
+                    if keys
+                        .iter()
+                        .any(|o: &crate::jwt::keys::VerificationKey| o.kid == k.kid)
+                    {
+                        self.err(
+                            format!("{at}.jwks.keys[{j}].kid"),
+                            format!(
+                                "kid {:?} is used twice; key ids must be unique per issuer",
+                                k.kid
+                            ),
+                        );
+                    }
+                    keys.push(k);
+                }
+                Err(m) => self.err(format!("{at}.jwks.keys[{j}]"), m),
+            }
+        }
+        Some(Issuer {
+            id: d.id.clone(),
+            audiences: d.audiences.clone(),
+            algorithms,
+            clock_skew: d.clock_skew_seconds,
+            require_typ_at_jwt: d.require_typ_at_jwt,
+            keys,
+        })
+    }
+
+    fn partners(&mut self, docs: &[PartnerDoc]) -> HashMap<String, Partner> {
+        let mut out = HashMap::new();
+        for (i, d) in docs.iter().enumerate() {
+            let at = format!("partners[{i}]");
+            if d.id.is_empty() {
+                self.err(format!("{at}.id"), "is empty");
+            }
+            self.required(format!("{at}.owner"), &d.owner, "partner");
+            self.required(format!("{at}.purpose"), &d.purpose, "partner");
+            let contract_end = self.time(format!("{at}.contract_end"), &d.contract_end);
+            let p = Partner {
+                id: d.id.clone(),
+                owner: d.owner.clone(),
+                purpose: d.purpose.clone(),
+                status: d.status,
+                contract_end,
+            };
+            if out.insert(d.id.clone(), p).is_some() {
+                self.err(
+                    format!("{at}.id"),
+                    format!("partner {:?} is defined twice", d.id),
+                );
+            }
+        }
+        out
+    }
+
+    fn clients(
+        &mut self,
+        docs: &[ClientDoc],
+        partners: &HashMap<String, Partner>,
+    ) -> HashMap<String, Client> {
+        let mut out = HashMap::new();
+        for (i, d) in docs.iter().enumerate() {
+            let at = format!("clients[{i}]");
+            if d.id.is_empty() {
+                self.err(
+                    format!("{at}.id"),
+                    "is empty; use the client_id its tokens carry",
+                );
+            }
+            self.required(format!("{at}.owner"), &d.owner, "client");
+            self.required(format!("{at}.purpose"), &d.purpose, "client");
+            match (d.kind, &d.partner) {
+                (ClientKind::PartnerApp, None) => {
+                    self.err(format!("{at}.partner"), "is missing; a partner_app must name the partner that owns it")
+                }
+                (ClientKind::PartnerApp, Some(p)) if !partners.contains_key(p) => self.err(
+                    format!("{at}.partner"),
+                    format!("partner {p:?} is not defined; add it to partners or fix the id"),
+                ),
+                (ClientKind::ServiceAccount | ClientKind::BatchJob, Some(_)) => self.err(
+                    format!("{at}.partner"),
+                    "internal identities (service_account, batch_job) have no partner; remove it or make the client a partner_app",
+                ),
+                _ => {}
+            }
+            self.scopes(&format!("{at}.scope_ceiling"), &d.scope_ceiling);
+            let expires = self.time(format!("{at}.expires"), &d.expires);
+            let c = Client {
+                id: d.id.clone(),
+                kind: d.kind,
+                partner: d.partner.clone(),
+                owner: d.owner.clone(),
+                purpose: d.purpose.clone(),
+                expires,
+                status: d.status,
+                scope_ceiling: d.scope_ceiling.clone(),
+            };
+            if out.insert(d.id.clone(), c).is_some() {
+                self.err(
+                    format!("{at}.id"),
+                    format!("client {:?} is defined twice", d.id),
+                );
+            }
+        }
+        out
+    }
+
+    fn routes(&mut self, docs: &[RouteDoc]) -> Option<RouteTable<RouteRule>> {
+        let mut entries = Vec::new();
+        let mut ids = HashSet::new();
+        for (i, d) in docs.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if d.id.is_empty()
+                || !d
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                self.err(
+                    format!("{at}.id"),
+                    "must be non-empty letters, digits, '-' or '_' (it names metrics)",
+                );
+            }
+            if !ids.insert(&d.id) {
+                self.err(
+                    format!("{at}.id"),
+                    format!("route {:?} is defined twice", d.id),
+                );
+            }
+            self.required(format!("{at}.owner"), &d.owner, "route");
+            self.required(format!("{at}.purpose"), &d.purpose, "route");
+            if d.methods.is_empty() {
+                self.err(
+                    format!("{at}.methods"),
+                    "is empty; list the HTTP methods this route allows",
+                );
+            }
+            for (j, m) in d.methods.iter().enumerate() {
+                if !METHODS.contains(&m.as_str()) {
+                    self.err(
+                        format!("{at}.methods[{j}]"),
+                        format!("{m:?} is not one of {}", METHODS.join(", ")),
+                    );
+                }
+            }
+            if d.client_kinds.is_empty() {
+                self.err(
+                    format!("{at}.client_kinds"),
+                    "is empty; name which kinds of client may call the route",
+                );
+            }
+            self.scopes(&format!("{at}.scopes"), &d.scopes);
+            for (field, v) in [
+                ("max_token_lifetime_seconds", d.max_token_lifetime_seconds),
+                ("max_token_age_seconds", d.max_token_age_seconds),
+            ] {
+                if !(1..=MAX_ROUTE_SECONDS).contains(&v) {
+                    self.err(
+                        format!("{at}.{field}"),
+                        format!(
+                            "is {v}; choose 1 to {MAX_ROUTE_SECONDS} seconds (short-lived tokens)"
+                        ),
+                    );
+                }
+            }
+            let template = match PathTemplate::parse(&d.path) {
+                Ok(t) => t,
+                Err(m) => {
+                    self.err(format!("{at}.path"), format!("{:?} {m}", d.path));
+                    continue;
+                }
+            };
+            let rule = RouteRule {
+                id: d.id.clone(),
+                methods: d.methods.clone(),
+                path: d.path.clone(),
+                owner: d.owner.clone(),
+                purpose: d.purpose.clone(),
+                scope_string: d.scopes.join(" "),
+                scopes: d.scopes.clone(),
+                client_kinds: d.client_kinds.clone(),
+                max_token_lifetime: d.max_token_lifetime_seconds,
+                max_token_age: d.max_token_age_seconds,
+            };
+            entries.push((template, d.methods.clone(), rule));
+        }
+        let names: Vec<String> = entries.iter().map(|(_, _, r)| r.id.clone()).collect();
+        match RouteTable::build(entries) {
+            Ok(t) => Some(t),
+            Err((a, b)) => {
+                let (a, b) = (
+                    names.get(a).cloned().unwrap_or_default(),
+                    names.get(b).cloned().unwrap_or_default(),
+                );
+                self.err("routes", format!("routes {a:?} and {b:?} match the same method and path shape; merge them or change a path"));
+                None
+            }
+        }
+    }
+}

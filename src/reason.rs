@@ -1,0 +1,174 @@
+//! Every reason a request can be denied for, with its HTTP status and RFC 6750 challenge, in one table.
+//!
+//! The `code()` strings are a stable, documented interface (README "Reason codes"): SIEM rules and
+//! dashboards key on them, so a code is never renamed, only added.
+
+/// The RFC 6750 §3.1 error code a denial carries in `WWW-Authenticate`, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No error code: the request carried no usable credentials (RFC 6750 §3.1, last paragraph).
+    Bare,
+    InvalidRequest,
+    InvalidToken,
+    InsufficientScope,
+    /// Not an authentication problem (registry status, routing, engine): no `WWW-Authenticate` header.
+    None,
+}
+
+macro_rules! reasons {
+    ($( $variant:ident => ($code:literal, $status:literal, $challenge:ident, $text:literal), )*) => {
+        /// Why a request was denied. One variant per distinct cause.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason { $( $variant, )* }
+
+        impl Reason {
+            /// Every reason, in table order (used for metrics and documentation).
+            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+
+            /// The stable reason code that appears in the JSON body, logs and metrics.
+            pub fn code(self) -> &'static str {
+                match self { $( Reason::$variant => $code, )* }
+            }
+
+            /// The HTTP status of the denial.
+            pub fn status(self) -> u16 {
+                match self { $( Reason::$variant => $status, )* }
+            }
+
+            /// The RFC 6750 challenge kind.
+            pub fn challenge(self) -> Challenge {
+                match self { $( Reason::$variant => Challenge::$challenge, )* }
+            }
+
+            /// A short human description, safe to show to the caller (no token material).
+            pub fn description(self) -> &'static str {
+                match self { $( Reason::$variant => $text, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    // Request shape and routing.
+    RouteUnmatched => ("route_unmatched", 403, None, "no route in the policy matches this method and path"),
+    PathAmbiguous => ("path_ambiguous", 400, InvalidRequest, "path has encoded slashes, dot segments or other ambiguities"),
+    // Credential extraction.
+    TokenMissing => ("token_missing", 401, Bare, "no access token was presented"),
+    AuthSchemeUnsupported => ("auth_scheme_unsupported", 401, Bare, "the Authorization scheme is not Bearer"),
+    TokenDuplicated => ("token_duplicated", 400, InvalidRequest, "more than one Authorization header or credential"),
+    TokenInQuery => ("token_in_query", 400, InvalidRequest, "access tokens are accepted in the Authorization header only"),
+    TokenTooLarge => ("token_too_large", 401, InvalidToken, "the access token exceeds the size limit"),
+    // Token structure and header.
+    TokenMalformed => ("token_malformed", 401, InvalidToken, "the access token is not a well-formed JWS"),
+    AlgNotAllowed => ("alg_not_allowed", 401, InvalidToken, "the token's signing algorithm is not allowed for this issuer or key"),
+    TypInvalid => ("typ_invalid", 401, InvalidToken, "the token's typ header is not at+jwt"),
+    KidUnknown => ("kid_unknown", 401, InvalidToken, "the token's key id is not a known key of its issuer"),
+    ClaimMissing => ("claim_missing", 401, InvalidToken, "a required claim (iss, sub, aud, exp, iat, jti, client_id) is missing"),
+    // Claims.
+    IssuerUnknown => ("issuer_unknown", 401, InvalidToken, "the token's issuer is not trusted"),
+    AudienceInvalid => ("audience_invalid", 401, InvalidToken, "the token is not issued for this API"),
+    TokenExpired => ("token_expired", 401, InvalidToken, "the token has expired"),
+    TokenNotYetValid => ("token_not_yet_valid", 401, InvalidToken, "the token's nbf is in the future"),
+    TokenIssuedInFuture => ("token_issued_in_future", 401, InvalidToken, "the token's iat is in the future beyond the allowed clock skew"),
+    TokenLifetimeTooLong => ("token_lifetime_too_long", 401, InvalidToken, "the token's lifetime (exp - iat) exceeds the route's maximum"),
+    TokenTooOld => ("token_too_old", 401, InvalidToken, "the token is older than the route's maximum age"),
+    SignatureInvalid => ("signature_invalid", 401, InvalidToken, "the token's signature does not verify"),
+    // Machine authority.
+    ScopeMissing => ("scope_missing", 403, InsufficientScope, "the token lacks a scope the route requires"),
+    ScopeBeyondCeiling => ("scope_beyond_ceiling", 403, InsufficientScope, "the route's scope lies outside the client's registered ceiling"),
+    ClientUnknown => ("client_unknown", 403, None, "the token's client is not registered"),
+    ClientInactive => ("client_inactive", 403, None, "the client is suspended or revoked"),
+    ClientExpired => ("client_expired", 403, None, "the client's registration has expired"),
+    ClientKindNotAllowed => ("client_kind_not_allowed", 403, None, "this kind of client may not call the route"),
+    PartnerSuspended => ("partner_suspended", 403, None, "the client's partner is suspended"),
+    PartnerOffboarded => ("partner_offboarded", 403, None, "the client's partner has been offboarded"),
+    PartnerContractEnded => ("partner_contract_ended", 403, None, "the client's partner contract has ended"),
+    // Engine.
+    PolicyUnavailable => ("policy_unavailable", 503, None, "the filter has no valid policy; failing closed"),
+    VerifierError => ("verifier_error", 503, None, "the signature verifier failed; failing closed"),
+    HostError => ("host_error", 503, None, "a host call failed; failing closed"),
+}
+
+impl Reason {
+    /// The `error` member of the JSON body: the RFC 6750 code where there is one.
+    pub fn error_code(self) -> &'static str {
+        match self.challenge() {
+            Challenge::InvalidRequest => "invalid_request",
+            Challenge::InvalidToken => "invalid_token",
+            Challenge::InsufficientScope => "insufficient_scope",
+            Challenge::Bare => "unauthorized",
+            Challenge::None if self.status() >= 500 => "temporarily_unavailable",
+            Challenge::None => "access_denied",
+        }
+    }
+
+    /// The `WWW-Authenticate` value for this denial, or `None` when the status carries no challenge.
+    /// `scope` is the route's required scopes (space-separated), used by `insufficient_scope`.
+    pub fn www_authenticate(self, realm: &str, scope: &str) -> Option<String> {
+        let mut value = format!("Bearer realm=\"{}\"", realm);
+        match self.challenge() {
+            Challenge::None => return None,
+            Challenge::Bare => return Some(value),
+            Challenge::InvalidRequest | Challenge::InvalidToken => {}
+            Challenge::InsufficientScope => {}
+        }
+        value.push_str(", error=\"");
+        value.push_str(self.error_code());
+        value.push_str("\", error_description=\"");
+        value.push_str(self.description());
+        value.push('"');
+        if self.challenge() == Challenge::InsufficientScope && !scope.is_empty() {
+            value.push_str(", scope=\"");
+            value.push_str(scope);
+            value.push('"');
+        }
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_statuses_match_challenges() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.code()), "duplicate code {}", r.code());
+            assert!(r
+                .code()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            match r.challenge() {
+                Challenge::InvalidToken | Challenge::Bare => assert_eq!(r.status(), 401, "{:?}", r),
+                Challenge::InsufficientScope => assert_eq!(r.status(), 403),
+                Challenge::InvalidRequest => assert_eq!(r.status(), 400),
+                Challenge::None => assert!(r.status() == 403 || r.status() == 503),
+            }
+            assert!(
+                !r.description().contains('"'),
+                "descriptions go inside a quoted-string"
+            );
+        }
+    }
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        assert_eq!(
+            Reason::TokenMissing.www_authenticate("bank", "").as_deref(),
+            Some("Bearer realm=\"bank\"")
+        );
+        let expired = Reason::TokenExpired
+            .www_authenticate("bank", "")
+            .unwrap_or_default();
+        assert!(expired.starts_with("Bearer realm=\"bank\", error=\"invalid_token\""));
+        let scope = Reason::ScopeMissing
+            .www_authenticate("bank", "accounts payments")
+            .unwrap_or_default();
+        assert!(scope.contains("error=\"insufficient_scope\""));
+        assert!(scope.ends_with("scope=\"accounts payments\""));
+        assert_eq!(Reason::PartnerOffboarded.www_authenticate("bank", ""), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! Shared fixtures for the core's unit tests: the example policy, its demo keys, token builders.
+//! Compiled for tests only; runs natively and under wasm-bindgen-test.
+
+use crate::decision::{Decision, Engine, RequestFacts};
+use crate::jwt::keys::Alg;
+use crate::jwt::verifier::PureRust;
+use crate::mint::{access_token_header, sign_jws, SigningKey};
+use crate::policy::Policy;
+use crate::reason::Reason;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// 2026-11-24T00:00:00Z: every unit test runs at this instant.
+pub const NOW: i64 = 1_795_478_400;
+pub const ISS: &str = "https://auth.bank.example";
+pub const AUD: &str = "https://api.bank.example/open-banking";
+
+pub const POLICY_JSON: &str = include_str!("../policies/open-banking.json");
+
+pub fn policy() -> Policy {
+    crate::policy::load(POLICY_JSON, "policies/open-banking.json").unwrap()
+}
+
+pub fn es256() -> SigningKey {
+    SigningKey::from_pkcs8_pem(
+        include_str!("../policies/demo-keys/as-es256.pem"),
+        Alg::PS256,
+    )
+    .unwrap()
+}
+
+pub fn eddsa() -> SigningKey {
+    SigningKey::from_pkcs8_pem(
+        include_str!("../policies/demo-keys/as-eddsa.pem"),
+        Alg::PS256,
+    )
+    .unwrap()
+}
+
+pub fn ps256() -> SigningKey {
+    SigningKey::from_pkcs8_pem(
+        include_str!("../policies/demo-keys/as-ps256.pem"),
+        Alg::PS256,
+    )
+    .unwrap()
+}
+
+/// A key the bank never published: what a forger holds.
+pub fn attacker() -> SigningKey {
+    SigningKey::es256_from_bytes(&[7u8; 32]).unwrap()
+}
+
+/// Valid claims for `client` with `scope`, issued 10 s before NOW, living 5 minutes.
+pub fn claims(client: &str, scope: &str) -> Value {
+    json!({
+        "iss": ISS, "aud": AUD, "sub": client, "client_id": client,
+        "iat": NOW - 10, "exp": NOW + 290, "jti": format!("jti-{client}-{scope}"),
+        "scope": scope,
+    })
+}
+
+pub fn token(claims: &Value) -> String {
+    let key = es256();
+    sign_jws(&access_token_header(&key, "as-es256"), claims, &key)
+}
+
+pub fn engine() -> Engine {
+    Engine::new(Rc::new(policy()), Box::new(PureRust))
+}
+
+/// Runs one request; `Ok(route id)` when allowed.
+pub fn decide(
+    engine: &mut Engine,
+    method: &str,
+    path: &str,
+    authorization: &[&str],
+) -> Result<String, Reason> {
+    let facts = RequestFacts {
+        method,
+        path,
+        authorization,
+        now: NOW,
+    };
+    match engine.decide(&facts) {
+        Decision::Allow(a) => Ok(a.route.id.clone()),
+        Decision::Deny(d) => Err(d.reason),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
