@@ -180,9 +180,11 @@ impl Jwk {
                     .to_vec();
                 (alg, KeyMaterial::Rsa(Box::new(key)), spki)
             }
-            (kty, crv) => return Err(format!(
+            (kty, crv) => {
+                return Err(format!(
                 "key type {kty:?} curve {crv:?} is not supported; use EC P-256, OKP Ed25519 or RSA"
-            )),
+            ))
+            }
         };
         if let Some(d) = declared {
             if d != alg {
