@@ -1,1 +1,78 @@
-fn main() {}
+//! Microbenchmarks of the core decision, natively (`cargo bench`). The Envoy load benchmark is
+//! scripts/bench.sh; these isolate the core's own cost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use nhi_guard::jwt::keys::Alg;
+use nhi_guard::jwt::verifier::PureRust;
+use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use nhi_guard::{Decision, Engine, RequestFacts};
+use std::rc::Rc;
+
+const NOW: i64 = 1_795_478_400;
+
+fn engine() -> Engine {
+    let policy = nhi_guard::load_policy(include_str!("../policies/open-banking.json"), "bench").unwrap();
+    Engine::new(Rc::new(policy), Box::new(PureRust))
+}
+
+fn token(key_pem: &str, kid: &str, alg: Alg, jti: u32) -> String {
+    let key = SigningKey::from_pkcs8_pem(key_pem, alg).unwrap();
+    let mut claims = access_token_claims(
+        "https://auth.bank.example",
+        "https://api.bank.example/open-banking",
+        "moneywise-app",
+        "accounts payments",
+        NOW - 5,
+        300,
+    );
+    claims["jti"] = serde_json::json!(format!("bench-{jti}"));
+    format!("Bearer {}", sign_jws(&access_token_header(&key, kid), &claims, &key))
+}
+
+fn decide(engine: &mut Engine, auth: &str) -> bool {
+    let a = [auth.as_bytes()];
+    let facts = RequestFacts { method: "GET", path: "/accounts/22289/balances", authorization: &a, now: NOW };
+    matches!(engine.decide(&facts), Decision::Allow(_))
+}
+
+fn benches(c: &mut Criterion) {
+    let es = token(include_str!("../policies/demo-keys/as-es256.pem"), "as-es256", Alg::ES256, 0);
+    let mut e = engine();
+    assert!(decide(&mut e, &es));
+    c.bench_function("decision, cached ES256 token", |b| b.iter(|| decide(&mut e, black_box(&es))));
+
+    for (name, pem, kid, alg) in [
+        ("ES256", include_str!("../policies/demo-keys/as-es256.pem"), "as-es256", Alg::ES256),
+        ("EdDSA", include_str!("../policies/demo-keys/as-eddsa.pem"), "as-eddsa", Alg::EdDSA),
+        ("PS256", include_str!("../policies/demo-keys/as-ps256.pem"), "as-ps256", Alg::PS256),
+    ] {
+        let t = token(pem, kid, alg, 1);
+        c.bench_function(&format!("decision, uncached {name} token (pure Rust verify)"), |b| {
+            b.iter(|| {
+                let mut e = engine_nocache();
+                decide(&mut e, black_box(&t))
+            })
+        });
+    }
+    let garbage = "Bearer eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln".to_string();
+    c.bench_function("decision, garbage token", |b| b.iter(|| decide(&mut e, black_box(&garbage))));
+}
+
+fn engine_nocache() -> Engine {
+    thread_local! {
+        static POLICY: Rc<nhi_guard::Policy> = {
+            let mut doc: serde_json::Value = serde_json::from_str(include_str!("../policies/open-banking.json")).unwrap();
+            doc["settings"]["token_cache_entries"] = serde_json::json!(0);
+            Rc::new(nhi_guard::load_policy(&doc.to_string(), "bench").unwrap())
+        };
+    }
+    POLICY.with(|p| Engine::new(p.clone(), Box::new(PureRust)))
+}
+
+criterion_group! {
+    name = core;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(core);

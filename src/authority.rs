@@ -20,10 +20,7 @@ pub fn check<'p>(
     token: &VerifiedToken,
     now: i64,
 ) -> Result<Authority<'p>, Reason> {
-    let client = policy
-        .clients
-        .get(&token.client_id)
-        .ok_or(Reason::ClientUnknown)?;
+    let client = policy.clients.get(&token.client_id).ok_or(Reason::ClientUnknown)?;
     match client.status {
         ClientStatus::Active => {}
         ClientStatus::Suspended | ClientStatus::Revoked => return Err(Reason::ClientInactive),

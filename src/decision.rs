@@ -21,8 +21,8 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// `:path` as Envoy forwards it (after its own normalisation), query included.
     pub path: &'a str,
-    /// Every `Authorization` header value, in order.
-    pub authorization: &'a [&'a str],
+    /// Every `Authorization` header value, in order, as raw bytes.
+    pub authorization: &'a [&'a [u8]],
     /// Unix seconds.
     pub now: i64,
 }
@@ -71,10 +71,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(policy: Rc<Policy>, verifier: Box<dyn SignatureVerifier>) -> Self {
         let authenticator = Authenticator::new(&policy, verifier);
-        Engine {
-            policy,
-            authenticator,
-        }
+        Engine { policy, authenticator }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -94,20 +91,9 @@ impl Engine {
     }
 }
 
-fn decide_with<'p>(
-    policy: &'p Policy,
-    auth: &mut Authenticator,
-    facts: &RequestFacts<'_>,
-) -> Decision<'p> {
+fn decide_with<'p>(policy: &'p Policy, auth: &mut Authenticator, facts: &RequestFacts<'_>) -> Decision<'p> {
     let realm = policy.realm.as_str();
-    let deny = |reason, route, client_id| {
-        Decision::Deny(Deny {
-            reason,
-            route,
-            client_id,
-            realm,
-        })
-    };
+    let deny = |reason, route, client_id| Decision::Deny(Deny { reason, route, client_id, realm });
     let Some((path, query)) = route::guard_path(facts.path) else {
         return deny(Reason::PathAmbiguous, None, None);
     };
@@ -126,12 +112,9 @@ fn decide_with<'p>(
         Err(r) => return deny(r, Some(route), None),
     };
     match authority::check(policy, route, &authenticated.token, facts.now) {
-        Ok(authority) => Decision::Allow(Allow {
-            route,
-            authority,
-            token: authenticated.token,
-            cache_hit: authenticated.cache_hit,
-        }),
+        Ok(authority) => {
+            Decision::Allow(Allow { route, authority, token: authenticated.token, cache_hit: authenticated.cache_hit })
+        }
         Err(r) => deny(r, Some(route), Some(authenticated.token.client_id.clone())),
     }
 }
@@ -163,10 +146,8 @@ pub struct DenyResponse {
 impl Deny<'_> {
     pub fn response(&self, request_id: &str) -> DenyResponse {
         let scope = self.route.map_or("", |r| r.scope_string.as_str());
-        let mut headers = vec![
-            ("content-type", "application/json".to_string()),
-            ("cache-control", "no-store".to_string()),
-        ];
+        let mut headers =
+            vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())];
         if let Some(challenge) = self.reason.www_authenticate(self.realm, scope) {
             headers.push(("www-authenticate", challenge));
         }
@@ -178,11 +159,7 @@ impl Deny<'_> {
             "request_id": request_id,
         })
         .to_string();
-        DenyResponse {
-            status: self.reason.status(),
-            headers,
-            body,
-        }
+        DenyResponse { status: self.reason.status(), headers, body }
     }
 }
 

@@ -26,13 +26,7 @@ fn case(
     auth: Vec<String>,
     expect: Result<&'static str, Reason>,
 ) -> Case {
-    Case {
-        name,
-        method,
-        path,
-        authorization: auth,
-        expect,
-    }
+    Case { name, method, path, authorization: auth, expect }
 }
 
 fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
@@ -57,43 +51,22 @@ fn cases() -> Vec<Case> {
     let balances = "/accounts/22289/balances";
     let hs256_with_public_key = {
         // The classic confusion attack: HMAC keyed with the issuer's public key bytes.
-        let input = signing_input(
-            &json!({"alg": "HS256", "typ": "at+jwt", "kid": "as-es256"}),
-            &ok,
-        );
+        let input = signing_input(&json!({"alg": "HS256", "typ": "at+jwt", "kid": "as-es256"}), &ok);
         let tag = hmac_sha256::HMAC::mac(input.as_bytes(), b"public key bytes as an HMAC secret");
         format!("{input}.{}", base64url::encode(&tag))
     };
-    let alg_none = format!(
-        "{}.",
-        signing_input(&json!({"alg": "none", "typ": "at+jwt"}), &ok)
-    );
+    let alg_none = format!("{}.", signing_input(&json!({"alg": "none", "typ": "at+jwt"}), &ok));
     let tampered = {
         let good = token(&claims("moneywise-insights", "accounts"));
-        let forged_claims = signing_input(
-            &json!({"x": 1}),
-            &claims("moneywise-app", "accounts payments"),
-        );
+        let forged_claims = signing_input(&json!({"x": 1}), &claims("moneywise-app", "accounts payments"));
         let mut parts: Vec<&str> = good.split('.').collect();
         let payload = forged_claims.split('.').nth(1).unwrap_or("").to_string();
         parts[1] = &payload;
         parts.join(".")
     };
     vec![
-        case(
-            "valid partner app",
-            "GET",
-            balances,
-            b(token(&ok)),
-            Ok("balances"),
-        ),
-        case(
-            "valid payment",
-            "POST",
-            "/domestic-payments",
-            b(token(&ok)),
-            Ok("domestic-payments-create"),
-        ),
+        case("valid partner app", "GET", balances, b(token(&ok)), Ok("balances")),
+        case("valid payment", "POST", "/domestic-payments", b(token(&ok)), Ok("domestic-payments-create")),
         case(
             "valid service account",
             "GET",
@@ -112,39 +85,22 @@ fn cases() -> Vec<Case> {
             "scp array form",
             "GET",
             balances,
-            b(token(&without(
-                with(ok.clone(), "scp", json!(["accounts"])),
-                "scope",
-            ))),
+            b(token(&without(with(ok.clone(), "scp", json!(["accounts"])), "scope"))),
             Ok("balances"),
         ),
-        case(
-            "aud array",
-            "GET",
-            balances,
-            b(token(&with(ok.clone(), "aud", json!(["other", AUD])))),
-            Ok("balances"),
-        ),
+        case("aud array", "GET", balances, b(token(&with(ok.clone(), "aud", json!(["other", AUD])))), Ok("balances")),
         case(
             "EdDSA",
             "GET",
             balances,
-            b(sign_jws(
-                &json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "as-eddsa"}),
-                &ok,
-                &eddsa(),
-            )),
+            b(sign_jws(&json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "as-eddsa"}), &ok, &eddsa())),
             Ok("balances"),
         ),
         case(
             "PS256",
             "GET",
             balances,
-            b(sign_jws(
-                &json!({"alg": "PS256", "typ": "application/at+JWT", "kid": "as-ps256"}),
-                &ok,
-                &ps256(),
-            )),
+            b(sign_jws(&json!({"alg": "PS256", "typ": "application/at+JWT", "kid": "as-ps256"}), &ok, &ps256())),
             Ok("balances"),
         ),
         case(
@@ -155,70 +111,16 @@ fn cases() -> Vec<Case> {
             Ok("balances"),
         ),
         // Routing and request shape.
-        case(
-            "unmatched path",
-            "GET",
-            "/admin",
-            b(token(&ok)),
-            Err(Reason::RouteUnmatched),
-        ),
-        case(
-            "unmatched method",
-            "DELETE",
-            balances,
-            b(token(&ok)),
-            Err(Reason::RouteUnmatched),
-        ),
-        case(
-            "dot segments",
-            "GET",
-            "/accounts/../domestic-payments",
-            b(token(&ok)),
-            Err(Reason::PathAmbiguous),
-        ),
-        case(
-            "encoded dots",
-            "GET",
-            "/accounts/%2e%2e/balances",
-            b(token(&ok)),
-            Err(Reason::PathAmbiguous),
-        ),
-        case(
-            "encoded slash",
-            "GET",
-            "/accounts/1%2Fbalances",
-            b(token(&ok)),
-            Err(Reason::PathAmbiguous),
-        ),
-        case(
-            "double slash",
-            "GET",
-            "/accounts//balances",
-            b(token(&ok)),
-            Err(Reason::PathAmbiguous),
-        ),
-        case(
-            "token in query",
-            "GET",
-            "/accounts?access_token=abc",
-            vec![],
-            Err(Reason::TokenInQuery),
-        ),
+        case("unmatched path", "GET", "/admin", b(token(&ok)), Err(Reason::RouteUnmatched)),
+        case("unmatched method", "DELETE", balances, b(token(&ok)), Err(Reason::RouteUnmatched)),
+        case("dot segments", "GET", "/accounts/../domestic-payments", b(token(&ok)), Err(Reason::PathAmbiguous)),
+        case("encoded dots", "GET", "/accounts/%2e%2e/balances", b(token(&ok)), Err(Reason::PathAmbiguous)),
+        case("encoded slash", "GET", "/accounts/1%2Fbalances", b(token(&ok)), Err(Reason::PathAmbiguous)),
+        case("double slash", "GET", "/accounts//balances", b(token(&ok)), Err(Reason::PathAmbiguous)),
+        case("token in query", "GET", "/accounts?access_token=abc", vec![], Err(Reason::TokenInQuery)),
         // Credential extraction.
-        case(
-            "no token",
-            "GET",
-            balances,
-            vec![],
-            Err(Reason::TokenMissing),
-        ),
-        case(
-            "basic auth",
-            "GET",
-            balances,
-            vec!["Basic dXNlcjpwYXNz".into()],
-            Err(Reason::AuthSchemeUnsupported),
-        ),
+        case("no token", "GET", balances, vec![], Err(Reason::TokenMissing)),
+        case("basic auth", "GET", balances, vec!["Basic dXNlcjpwYXNz".into()], Err(Reason::AuthSchemeUnsupported)),
         case(
             "two headers",
             "GET",
@@ -226,36 +128,15 @@ fn cases() -> Vec<Case> {
             vec![bearer(&token(&ok)), bearer(&token(&ok))],
             Err(Reason::TokenDuplicated),
         ),
-        case(
-            "oversized",
-            "GET",
-            balances,
-            b("a".repeat(5000)),
-            Err(Reason::TokenTooLarge),
-        ),
+        case("oversized", "GET", balances, b("a".repeat(5000)), Err(Reason::TokenTooLarge)),
         // Structure and header.
-        case(
-            "not a jws",
-            "GET",
-            balances,
-            b("abc.def".into()),
-            Err(Reason::TokenMalformed),
-        ),
-        case(
-            "garbage parts",
-            "GET",
-            balances,
-            b("a.b.c".into()),
-            Err(Reason::TokenMalformed),
-        ),
+        case("not a jws", "GET", balances, b("abc.def".into()), Err(Reason::TokenMalformed)),
+        case("garbage parts", "GET", balances, b("a.b.c".into()), Err(Reason::TokenMalformed)),
         case(
             "crit header",
             "GET",
             balances,
-            b(header_token(
-                json!({"alg": "ES256", "typ": "at+jwt", "kid": "as-es256", "crit": ["exp"]}),
-                &ok,
-            )),
+            b(header_token(json!({"alg": "ES256", "typ": "at+jwt", "kid": "as-es256", "crit": ["exp"]}), &ok)),
             Err(Reason::TokenMalformed),
         ),
         case(
@@ -265,58 +146,34 @@ fn cases() -> Vec<Case> {
             b(token(&with(ok.clone(), "scp", json!(["accounts"])))),
             Err(Reason::TokenMalformed),
         ),
-        case(
-            "alg none",
-            "GET",
-            balances,
-            b(alg_none),
-            Err(Reason::AlgNotAllowed),
-        ),
-        case(
-            "HS256 with public key",
-            "GET",
-            balances,
-            b(hs256_with_public_key),
-            Err(Reason::AlgNotAllowed),
-        ),
+        case("alg none", "GET", balances, b(alg_none), Err(Reason::AlgNotAllowed)),
+        case("HS256 with public key", "GET", balances, b(hs256_with_public_key), Err(Reason::AlgNotAllowed)),
         case(
             "alg not matching key",
             "GET",
             balances,
-            b(header_token(
-                json!({"alg": "PS256", "typ": "at+jwt", "kid": "as-es256"}),
-                &ok,
-            )),
+            b(header_token(json!({"alg": "PS256", "typ": "at+jwt", "kid": "as-es256"}), &ok)),
             Err(Reason::AlgNotAllowed),
         ),
         case(
             "typ JWT",
             "GET",
             balances,
-            b(header_token(
-                json!({"alg": "ES256", "typ": "JWT", "kid": "as-es256"}),
-                &ok,
-            )),
+            b(header_token(json!({"alg": "ES256", "typ": "JWT", "kid": "as-es256"}), &ok)),
             Err(Reason::TypInvalid),
         ),
         case(
             "typ missing",
             "GET",
             balances,
-            b(header_token(
-                json!({"alg": "ES256", "kid": "as-es256"}),
-                &ok,
-            )),
+            b(header_token(json!({"alg": "ES256", "kid": "as-es256"}), &ok)),
             Err(Reason::TypInvalid),
         ),
         case(
             "unknown kid",
             "GET",
             balances,
-            b(header_token(
-                json!({"alg": "ES256", "typ": "at+jwt", "kid": "rotated-away"}),
-                &ok,
-            )),
+            b(header_token(json!({"alg": "ES256", "typ": "at+jwt", "kid": "rotated-away"}), &ok)),
             Err(Reason::KidUnknown),
         ),
         case(
@@ -326,70 +183,36 @@ fn cases() -> Vec<Case> {
             b(header_token(json!({"alg": "ES256", "typ": "at+jwt"}), &ok)),
             Err(Reason::KidUnknown),
         ),
-        case(
-            "no jti",
-            "GET",
-            balances,
-            b(token(&without(ok.clone(), "jti"))),
-            Err(Reason::ClaimMissing),
-        ),
-        case(
-            "no client_id",
-            "GET",
-            balances,
-            b(token(&without(ok.clone(), "client_id"))),
-            Err(Reason::ClaimMissing),
-        ),
-        case(
-            "no iss",
-            "GET",
-            balances,
-            b(token(&without(ok.clone(), "iss"))),
-            Err(Reason::ClaimMissing),
-        ),
+        case("no jti", "GET", balances, b(token(&without(ok.clone(), "jti"))), Err(Reason::ClaimMissing)),
+        case("no client_id", "GET", balances, b(token(&without(ok.clone(), "client_id"))), Err(Reason::ClaimMissing)),
+        case("no iss", "GET", balances, b(token(&without(ok.clone(), "iss"))), Err(Reason::ClaimMissing)),
         // Claims.
         case(
             "wrong iss",
             "GET",
             balances,
-            b(token(&with(
-                ok.clone(),
-                "iss",
-                json!("https://evil.example"),
-            ))),
+            b(token(&with(ok.clone(), "iss", json!("https://evil.example")))),
             Err(Reason::IssuerUnknown),
         ),
         case(
             "wrong aud",
             "GET",
             balances,
-            b(token(&with(
-                ok.clone(),
-                "aud",
-                json!("https://api.other.example"),
-            ))),
+            b(token(&with(ok.clone(), "aud", json!("https://api.other.example")))),
             Err(Reason::AudienceInvalid),
         ),
         case(
             "expired",
             "GET",
             balances,
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW - 400)),
-                "exp",
-                json!(NOW - 100),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW - 400)), "exp", json!(NOW - 100)))),
             Err(Reason::TokenExpired),
         ),
         case(
             "expired within skew is fine",
             "GET",
             balances,
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW - 300)),
-                "exp",
-                json!(NOW - 20),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW - 300)), "exp", json!(NOW - 20)))),
             Ok("balances"),
         ),
         case(
@@ -403,11 +226,7 @@ fn cases() -> Vec<Case> {
             "iat in future beyond skew",
             "GET",
             balances,
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW + 90)),
-                "exp",
-                json!(NOW + 300),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW + 90)), "exp", json!(NOW + 300)))),
             Err(Reason::TokenIssuedInFuture),
         ),
         case(
@@ -421,11 +240,7 @@ fn cases() -> Vec<Case> {
             "payment needs a fresh token",
             "POST",
             "/domestic-payments",
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW - 150)),
-                "exp",
-                json!(NOW + 100),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW - 150)), "exp", json!(NOW + 100)))),
             Err(Reason::TokenTooOld),
         ),
         case(
@@ -439,42 +254,24 @@ fn cases() -> Vec<Case> {
             "older than max age",
             "GET",
             balances,
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW - 700)),
-                "exp",
-                json!(NOW + 100),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW - 700)), "exp", json!(NOW + 100)))),
             Err(Reason::TokenLifetimeTooLong),
         ),
         case(
             "older than max age, short lifetime",
             "GET",
             balances,
-            b(token(&with(
-                with(ok.clone(), "iat", json!(NOW - 620)),
-                "exp",
-                json!(NOW - 20),
-            ))),
+            b(token(&with(with(ok.clone(), "iat", json!(NOW - 620)), "exp", json!(NOW - 20)))),
             Err(Reason::TokenTooOld),
         ),
         case(
             "forged signature",
             "GET",
             balances,
-            b(sign_jws(
-                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "as-es256"}),
-                &ok,
-                &attacker(),
-            )),
+            b(sign_jws(&json!({"alg": "ES256", "typ": "at+jwt", "kid": "as-es256"}), &ok, &attacker())),
             Err(Reason::SignatureInvalid),
         ),
-        case(
-            "payload swapped",
-            "GET",
-            balances,
-            b(tampered),
-            Err(Reason::SignatureInvalid),
-        ),
+        case("payload swapped", "GET", balances, b(tampered), Err(Reason::SignatureInvalid)),
         // Machine authority.
         case(
             "missing scope",
@@ -558,10 +355,7 @@ fn every_case_gets_its_decision() {
         let got = decide(&mut engine, c.method, c.path, &auth);
         let got = got.as_ref().map(String::as_str).map_err(|r| *r);
         if got != c.expect {
-            failures.push(format!(
-                "{}: expected {:?}, got {:?}",
-                c.name, c.expect, got
-            ));
+            failures.push(format!("{}: expected {:?}, got {:?}", c.name, c.expect, got));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -582,10 +376,7 @@ impl crate::jwt::verifier::SignatureVerifier for Broken {
 fn a_verifier_fault_denies() {
     let mut e = Engine::new(Rc::new(policy()), Box::new(Broken));
     let t = bearer(&token(&claims("moneywise-app", "accounts")));
-    assert_eq!(
-        decide(&mut e, "GET", "/accounts", &[&t]),
-        Err(Reason::VerifierError)
-    );
+    assert_eq!(decide(&mut e, "GET", "/accounts", &[&t]), Err(Reason::VerifierError));
 }
 
 #[test]
@@ -594,10 +385,7 @@ fn every_core_reason_is_covered_by_a_case() {
     produced.insert(Reason::VerifierError);
     // Produced only by the host shell (no policy, a failed host call): tested end to end.
     let host_only = [Reason::PolicyUnavailable, Reason::HostError];
-    let missing: Vec<_> = Reason::ALL
-        .iter()
-        .filter(|r| !produced.contains(r) && !host_only.contains(r))
-        .collect();
+    let missing: Vec<_> = Reason::ALL.iter().filter(|r| !produced.contains(r) && !host_only.contains(r)).collect();
     assert!(missing.is_empty(), "reasons without a case: {missing:?}");
 }
 
@@ -610,36 +398,18 @@ fn cached_tokens_still_meet_time_and_registry_rules() {
         (now, path, method, a)
     };
     let run = |e: &mut Engine, (now, path, method, auth): (i64, &str, &str, Vec<String>)| {
-        let a: Vec<&str> = auth.iter().map(String::as_str).collect();
-        match e.decide(&RequestFacts {
-            method,
-            path,
-            authorization: &a,
-            now,
-        }) {
+        let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
+        match e.decide(&RequestFacts { method, path, authorization: &a, now }) {
             Decision::Allow(a) => Ok(a.cache_hit),
             Decision::Deny(d) => Err(d.reason),
         }
     };
-    assert_eq!(
-        run(&mut e, facts(NOW, "/accounts", "GET", &[&t])),
-        Ok(false)
-    );
-    assert_eq!(
-        run(&mut e, facts(NOW, "/accounts", "GET", &[&t])),
-        Ok(true),
-        "second use hits the cache"
-    );
+    assert_eq!(run(&mut e, facts(NOW, "/accounts", "GET", &[&t])), Ok(false));
+    assert_eq!(run(&mut e, facts(NOW, "/accounts", "GET", &[&t])), Ok(true), "second use hits the cache");
     assert_eq!(e.cached_tokens(), 1);
+    assert_eq!(run(&mut e, facts(NOW + 200, "/balances", "GET", &[&t])), Ok(true));
     assert_eq!(
-        run(&mut e, facts(NOW + 200, "/balances", "GET", &[&t])),
-        Ok(true)
-    );
-    assert_eq!(
-        run(
-            &mut e,
-            facts(NOW + 200, "/domestic-payments", "POST", &[&t])
-        ),
+        run(&mut e, facts(NOW + 200, "/domestic-payments", "POST", &[&t])),
         Err(Reason::TokenTooOld),
         "route age limits apply to cached tokens"
     );
@@ -650,19 +420,9 @@ fn cached_tokens_still_meet_time_and_registry_rules() {
     );
     // Route rules re-apply on a hit: the same cached token is too old for a stricter route.
     let mut e = engine();
-    let long = bearer(&token(&with(
-        claims("moneywise-app", "accounts payments"),
-        "exp",
-        json!(NOW + 500),
-    )));
-    assert_eq!(
-        run(&mut e, facts(NOW, "/accounts", "GET", &[&long])),
-        Ok(false)
-    );
-    assert_eq!(
-        run(&mut e, facts(NOW, "/domestic-payments", "POST", &[&long])),
-        Err(Reason::TokenLifetimeTooLong)
-    );
+    let long = bearer(&token(&with(claims("moneywise-app", "accounts payments"), "exp", json!(NOW + 500))));
+    assert_eq!(run(&mut e, facts(NOW, "/accounts", "GET", &[&long])), Ok(false));
+    assert_eq!(run(&mut e, facts(NOW, "/domestic-payments", "POST", &[&long])), Err(Reason::TokenLifetimeTooLong));
 }
 
 #[test]
@@ -674,35 +434,19 @@ fn forged_tokens_are_remembered() {
         &attacker(),
     ));
     for _ in 0..3 {
-        assert_eq!(
-            decide(&mut e, "GET", "/accounts", &[&forged]),
-            Err(Reason::SignatureInvalid)
-        );
+        assert_eq!(decide(&mut e, "GET", "/accounts", &[&forged]), Err(Reason::SignatureInvalid));
     }
-    assert_eq!(
-        e.cached_tokens(),
-        0,
-        "a forgery never enters the verified cache"
-    );
+    assert_eq!(e.cached_tokens(), 0, "a forgery never enters the verified cache");
 }
 
 #[test]
 fn deny_responses_follow_rfc6750() {
     let p = policy();
     let route = p.routes.find("POST", "/domestic-payments");
-    let deny = Deny {
-        reason: Reason::ScopeMissing,
-        route,
-        client_id: None,
-        realm: &p.realm,
-    };
+    let deny = Deny { reason: Reason::ScopeMissing, route, client_id: None, realm: &p.realm };
     let r = deny.response("req-1");
     assert_eq!(r.status, 403);
-    let www = r
-        .headers
-        .iter()
-        .find(|(k, _)| *k == "www-authenticate")
-        .map(|(_, v)| v.as_str());
+    let www = r.headers.iter().find(|(k, _)| *k == "www-authenticate").map(|(_, v)| v.as_str());
     assert_eq!(
         www,
         Some("Bearer realm=\"bank-open-banking-api\", error=\"insufficient_scope\", error_description=\"the token lacks a scope the route requires\", scope=\"payments\"")
@@ -712,57 +456,25 @@ fn deny_responses_follow_rfc6750() {
     assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["route"], "domestic-payments-create");
     assert_eq!(body["request_id"], "req-1");
-    let missing = Deny {
-        reason: Reason::TokenMissing,
-        route,
-        client_id: None,
-        realm: &p.realm,
-    }
-    .response("r");
+    let missing = Deny { reason: Reason::TokenMissing, route, client_id: None, realm: &p.realm }.response("r");
     assert_eq!(missing.status, 401);
-    assert!(missing.headers.contains(&(
-        "www-authenticate",
-        "Bearer realm=\"bank-open-banking-api\"".to_string()
-    )));
-    let partner = Deny {
-        reason: Reason::PartnerOffboarded,
-        route,
-        client_id: None,
-        realm: &p.realm,
-    }
-    .response("r");
-    assert!(partner
-        .headers
-        .iter()
-        .all(|(k, _)| *k != "www-authenticate"));
+    assert!(missing.headers.contains(&("www-authenticate", "Bearer realm=\"bank-open-banking-api\"".to_string())));
+    let partner = Deny { reason: Reason::PartnerOffboarded, route, client_id: None, realm: &p.realm }.response("r");
+    assert!(partner.headers.iter().all(|(k, _)| *k != "www-authenticate"));
 }
 
 #[test]
 fn allowed_requests_carry_verified_identity_only() {
     let mut e = engine();
-    let t = bearer(&token(&with(
-        claims("moneywise-app", "accounts payments"),
-        "sub",
-        json!("customer-8841"),
-    )));
-    let auth = [t.as_str()];
-    let facts = RequestFacts {
-        method: "GET",
-        path: "/accounts/1/balances",
-        authorization: &auth,
-        now: NOW,
-    };
-    let Decision::Allow(a) = e.decide(&facts) else {
-        panic!("expected allow")
-    };
+    let t = bearer(&token(&with(claims("moneywise-app", "accounts payments"), "sub", json!("customer-8841"))));
+    let auth = [t.as_bytes()];
+    let facts = RequestFacts { method: "GET", path: "/accounts/1/balances", authorization: &auth, now: NOW };
+    let Decision::Allow(a) = e.decide(&facts) else { panic!("expected allow") };
     let h = a.upstream_headers();
     assert!(h.contains(&("x-nhi-route", "balances")));
     assert!(h.contains(&("x-nhi-client", "moneywise-app")));
     assert!(h.contains(&("x-nhi-partner", "moneywise")));
     assert!(h.contains(&("x-nhi-subject", "customer-8841")));
-    assert!(
-        h.contains(&("x-nhi-scopes", "accounts")),
-        "only the scopes the route relied on"
-    );
+    assert!(h.contains(&("x-nhi-scopes", "accounts")), "only the scopes the route relied on");
     assert!(h.iter().all(|(k, _)| k.starts_with(IDENTITY_HEADER_PREFIX)));
 }

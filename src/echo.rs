@@ -31,22 +31,22 @@ fn handle(stream: TcpStream, seen: Option<Sender<Received>>) -> std::io::Result<
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
+        let mut raw = Vec::new();
+        if reader.read_until(b'\n', &mut raw)? == 0 {
             return Ok(());
         }
+        // Header values may be obs-text (not UTF-8): show them lossily rather than drop the request.
+        let line = String::from_utf8_lossy(&raw).to_string();
         let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
+        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         let mut length = 0usize;
         loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
+            let mut raw = Vec::new();
+            if reader.read_until(b'\n', &mut raw)? == 0 {
                 return Ok(());
             }
+            let h = String::from_utf8_lossy(&raw);
             let h = h.trim_end();
             if h.is_empty() {
                 break;
@@ -67,11 +67,7 @@ fn handle(stream: TcpStream, seen: Option<Sender<Received>>) -> std::io::Result<
         }
         let mut body = vec![0; length.min(1 << 20)];
         reader.read_exact(&mut body)?;
-        let received = Received {
-            method,
-            path,
-            headers,
-        };
+        let received = Received { method, path, headers };
         let json = serde_json::to_string(&received).unwrap_or_default();
         if let Some(tx) = &seen {
             let _ = tx.send(received);

@@ -32,16 +32,12 @@ impl SigningKey {
 
     /// A P-256 key from 32 secret bytes (tests: deterministic keys without a random source).
     pub fn es256_from_bytes(secret: &[u8; 32]) -> Result<SigningKey, String> {
-        p256::ecdsa::SigningKey::from_slice(secret)
-            .map(SigningKey::Es256)
-            .map_err(|e| e.to_string())
+        p256::ecdsa::SigningKey::from_slice(secret).map(SigningKey::Es256).map_err(|e| e.to_string())
     }
 
     /// An Ed25519 key from a 32-byte seed.
     pub fn eddsa_from_seed(seed: &[u8; 32]) -> SigningKey {
-        SigningKey::EdDsa(ed25519_compact::KeyPair::from_seed(
-            ed25519_compact::Seed::new(*seed),
-        ))
+        SigningKey::EdDsa(ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed)))
     }
 
     pub fn alg(&self) -> Alg {
@@ -80,10 +76,7 @@ impl SigningKey {
         match self {
             SigningKey::Es256(k) => {
                 let point = k.verifying_key().to_sec1_bytes();
-                let (x, y) = (
-                    point.get(1..33).unwrap_or(&[]),
-                    point.get(33..65).unwrap_or(&[]),
-                );
+                let (x, y) = (point.get(1..33).unwrap_or(&[]), point.get(33..65).unwrap_or(&[]));
                 json!({"kty": "EC", "crv": "P-256", "x": base64url::encode(x), "y": base64url::encode(y), "kid": kid, "alg": "ES256", "use": "sig"})
             }
             SigningKey::EdDsa(k) => {
@@ -106,11 +99,16 @@ pub fn sign_jws(header: &Value, claims: &Value, key: &SigningKey) -> String {
 
 /// `b64(header).b64(claims)`: for tests that attach a signature of their own making.
 pub fn signing_input(header: &Value, claims: &Value) -> String {
-    format!(
-        "{}.{}",
-        base64url::encode(header.to_string().as_bytes()),
-        base64url::encode(claims.to_string().as_bytes())
-    )
+    format!("{}.{}", base64url::encode(header.to_string().as_bytes()), base64url::encode(claims.to_string().as_bytes()))
+}
+
+/// RFC 9068 access-token claims for `client` (also the subject unless changed), issued at `iat`.
+pub fn access_token_claims(iss: &str, aud: &str, client: &str, scope: &str, iat: i64, ttl: i64) -> Value {
+    json!({
+        "iss": iss, "aud": aud, "sub": client, "client_id": client,
+        "iat": iat, "exp": iat + ttl, "jti": format!("{client}-{iat}-{ttl}-{}", base64url::encode(scope.as_bytes())),
+        "scope": scope,
+    })
 }
 
 /// The header of an RFC 9068 access token signed by `key` under `kid`.

@@ -137,36 +137,23 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate code {}", r.code());
-            assert!(r
-                .code()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             match r.challenge() {
                 Challenge::InvalidToken | Challenge::Bare => assert_eq!(r.status(), 401, "{:?}", r),
                 Challenge::InsufficientScope => assert_eq!(r.status(), 403),
                 Challenge::InvalidRequest => assert_eq!(r.status(), 400),
                 Challenge::None => assert!(r.status() == 403 || r.status() == 503),
             }
-            assert!(
-                !r.description().contains('"'),
-                "descriptions go inside a quoted-string"
-            );
+            assert!(!r.description().contains('"'), "descriptions go inside a quoted-string");
         }
     }
 
     #[test]
     fn challenges_follow_rfc6750() {
-        assert_eq!(
-            Reason::TokenMissing.www_authenticate("bank", "").as_deref(),
-            Some("Bearer realm=\"bank\"")
-        );
-        let expired = Reason::TokenExpired
-            .www_authenticate("bank", "")
-            .unwrap_or_default();
+        assert_eq!(Reason::TokenMissing.www_authenticate("bank", "").as_deref(), Some("Bearer realm=\"bank\""));
+        let expired = Reason::TokenExpired.www_authenticate("bank", "").unwrap_or_default();
         assert!(expired.starts_with("Bearer realm=\"bank\", error=\"invalid_token\""));
-        let scope = Reason::ScopeMissing
-            .www_authenticate("bank", "accounts payments")
-            .unwrap_or_default();
+        let scope = Reason::ScopeMissing.www_authenticate("bank", "accounts payments").unwrap_or_default();
         assert!(scope.contains("error=\"insufficient_scope\""));
         assert!(scope.ends_with("scope=\"accounts payments\""));
         assert_eq!(Reason::PartnerOffboarded.www_authenticate("bank", ""), None);

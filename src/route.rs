@@ -22,10 +22,7 @@ pub struct PathTemplate {
 /// in ids). Anything else, including `%`, makes the path ambiguous for us.
 fn is_segment_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'~' | b'.' | b':' | b'@' | b'+' | b'!' | b'$' | b'\'' | b'*' | b','
-        )
+        || matches!(b, b'-' | b'_' | b'~' | b'.' | b':' | b'@' | b'+' | b'!' | b'$' | b'\'' | b'*' | b',')
 }
 
 impl PathTemplate {
@@ -35,9 +32,7 @@ impl PathTemplate {
             return Err("must start with '/'".into());
         };
         if rest.is_empty() {
-            return Ok(PathTemplate {
-                segments: Vec::new(),
-            });
+            return Ok(PathTemplate { segments: Vec::new() });
         }
         let mut segments = Vec::new();
         let mut names = Vec::new();
@@ -46,11 +41,8 @@ impl PathTemplate {
                 return Err("has an empty segment ('//' or a trailing '/')".into());
             }
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    return Err(format!(
-                        "parameter {seg:?} must be {{Name}} with letters, digits or '_'"
-                    ));
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(format!("parameter {seg:?} must be {{Name}} with letters, digits or '_'"));
                 }
                 if names.contains(&name) {
                     return Err(format!("parameter {{{name}}} appears twice"));
@@ -58,9 +50,7 @@ impl PathTemplate {
                 names.push(name);
                 segments.push(Segment::Param(name.to_string()));
             } else if seg == "." || seg == ".." || !seg.bytes().all(is_segment_byte) {
-                return Err(format!(
-                    "segment {seg:?} has characters a normalised path cannot contain"
-                ));
+                return Err(format!("segment {seg:?} has characters a normalised path cannot contain"));
             } else {
                 segments.push(Segment::Literal(seg.to_string()));
             }
@@ -151,9 +141,7 @@ pub struct RouteTable<R> {
 
 impl<R> RouteTable<R> {
     /// Builds the table. Errors name the two colliding indexes (in insertion order).
-    pub fn build(
-        routes: Vec<(PathTemplate, Vec<String>, R)>,
-    ) -> Result<RouteTable<R>, (usize, usize)> {
+    pub fn build(routes: Vec<(PathTemplate, Vec<String>, R)>) -> Result<RouteTable<R>, (usize, usize)> {
         for (i, (ti, mi, _)) in routes.iter().enumerate() {
             for (j, (tj, mj, _)) in routes.iter().enumerate().skip(i + 1) {
                 if ti.shape() == tj.shape() && mi.iter().any(|m| mj.contains(m)) {
@@ -187,10 +175,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn table(specs: &[(&str, &str, &'static str)]) -> RouteTable<&'static str> {
-        let routes = specs
-            .iter()
-            .map(|(m, p, id)| (PathTemplate::parse(p).unwrap(), vec![m.to_string()], *id))
-            .collect();
+        let routes =
+            specs.iter().map(|(m, p, id)| (PathTemplate::parse(p).unwrap(), vec![m.to_string()], *id)).collect();
         RouteTable::build(routes).unwrap()
     }
 
@@ -205,49 +191,24 @@ mod tests {
         ]);
         assert_eq!(t.find("GET", "/accounts"), Some(&"accounts"));
         assert_eq!(t.find("GET", "/accounts/22289"), Some(&"account"));
-        assert_eq!(
-            t.find("GET", "/accounts/summary"),
-            Some(&"summary"),
-            "literal beats parameter"
-        );
+        assert_eq!(t.find("GET", "/accounts/summary"), Some(&"summary"), "literal beats parameter");
         assert_eq!(t.find("GET", "/accounts/22289/balances"), Some(&"balances"));
         assert_eq!(t.find("GET", "/accounts/22289/balances/x"), None);
-        assert_eq!(
-            t.find("GET", "/domestic-payments"),
-            None,
-            "method must match"
-        );
+        assert_eq!(t.find("GET", "/domestic-payments"), None, "method must match");
         assert_eq!(t.find("POST", "/domestic-payments"), Some(&"pay"));
         assert_eq!(t.find("GET", "/Accounts"), None, "case-sensitive");
     }
 
     #[test]
     fn identical_shapes_with_shared_methods_collide() {
-        let a = (
-            PathTemplate::parse("/a/{X}").unwrap(),
-            vec!["GET".to_string()],
-            0,
-        );
-        let b = (
-            PathTemplate::parse("/a/{Y}").unwrap(),
-            vec!["GET".to_string()],
-            1,
-        );
+        let a = (PathTemplate::parse("/a/{X}").unwrap(), vec!["GET".to_string()], 0);
+        let b = (PathTemplate::parse("/a/{Y}").unwrap(), vec!["GET".to_string()], 1);
         assert_eq!(RouteTable::build(vec![a, b]).err(), Some((0, 1)));
     }
 
     #[test]
     fn bad_templates_are_refused() {
-        for bad in [
-            "accounts",
-            "/a//b",
-            "/a/",
-            "/a/{}",
-            "/a/{X}/{X}",
-            "/a/../b",
-            "/a/%2F",
-            "/a/{X-Y}",
-        ] {
+        for bad in ["accounts", "/a//b", "/a/", "/a/{}", "/a/{X}/{X}", "/a/../b", "/a/%2F", "/a/{X-Y}"] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad}");
         }
     }
@@ -269,10 +230,7 @@ mod tests {
         ] {
             assert!(guard_path(bad).is_none(), "{bad}");
         }
-        assert_eq!(
-            guard_path("/accounts/1?x=y"),
-            Some(("/accounts/1", Some("x=y")))
-        );
+        assert_eq!(guard_path("/accounts/1?x=y"), Some(("/accounts/1", Some("x=y"))));
         assert_eq!(guard_path("/"), Some(("/", None)));
     }
 

@@ -4,10 +4,10 @@
 use crate::decision::{Decision, Engine, RequestFacts};
 use crate::jwt::keys::Alg;
 use crate::jwt::verifier::PureRust;
-use crate::mint::{access_token_header, sign_jws, SigningKey};
+use crate::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
 use crate::policy::Policy;
 use crate::reason::Reason;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::rc::Rc;
 
 /// 2026-11-24T00:00:00Z: every unit test runs at this instant.
@@ -22,27 +22,15 @@ pub fn policy() -> Policy {
 }
 
 pub fn es256() -> SigningKey {
-    SigningKey::from_pkcs8_pem(
-        include_str!("../policies/demo-keys/as-es256.pem"),
-        Alg::PS256,
-    )
-    .unwrap()
+    SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-es256.pem"), Alg::PS256).unwrap()
 }
 
 pub fn eddsa() -> SigningKey {
-    SigningKey::from_pkcs8_pem(
-        include_str!("../policies/demo-keys/as-eddsa.pem"),
-        Alg::PS256,
-    )
-    .unwrap()
+    SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-eddsa.pem"), Alg::PS256).unwrap()
 }
 
 pub fn ps256() -> SigningKey {
-    SigningKey::from_pkcs8_pem(
-        include_str!("../policies/demo-keys/as-ps256.pem"),
-        Alg::PS256,
-    )
-    .unwrap()
+    SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-ps256.pem"), Alg::PS256).unwrap()
 }
 
 /// A key the bank never published: what a forger holds.
@@ -52,11 +40,7 @@ pub fn attacker() -> SigningKey {
 
 /// Valid claims for `client` with `scope`, issued 10 s before NOW, living 5 minutes.
 pub fn claims(client: &str, scope: &str) -> Value {
-    json!({
-        "iss": ISS, "aud": AUD, "sub": client, "client_id": client,
-        "iat": NOW - 10, "exp": NOW + 290, "jti": format!("jti-{client}-{scope}"),
-        "scope": scope,
-    })
+    access_token_claims(ISS, AUD, client, scope, NOW - 10, 300)
 }
 
 pub fn token(claims: &Value) -> String {
@@ -69,18 +53,9 @@ pub fn engine() -> Engine {
 }
 
 /// Runs one request; `Ok(route id)` when allowed.
-pub fn decide(
-    engine: &mut Engine,
-    method: &str,
-    path: &str,
-    authorization: &[&str],
-) -> Result<String, Reason> {
-    let facts = RequestFacts {
-        method,
-        path,
-        authorization,
-        now: NOW,
-    };
+pub fn decide(engine: &mut Engine, method: &str, path: &str, authorization: &[&str]) -> Result<String, Reason> {
+    let authorization: Vec<&[u8]> = authorization.iter().map(|a| a.as_bytes()).collect();
+    let facts = RequestFacts { method, path, authorization: &authorization, now: NOW };
     match engine.decide(&facts) {
         Decision::Allow(a) => Ok(a.route.id.clone()),
         Decision::Deny(d) => Err(d.reason),

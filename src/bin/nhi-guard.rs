@@ -3,8 +3,8 @@
 
 use nhi_guard::envoy_config::{render, EnvoyLayout};
 use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
-use serde_json::{json, Map, Value};
+use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -16,8 +16,9 @@ USAGE:
       Load each policy with the filter's loader; print a summary or every error. Exit 1 on errors.
   nhi-guard token --key PEM --kid KID --iss ISS --aud AUD --client CLIENT_ID [--sub SUB]
                   [--scope \"a b\"] [--ttl SECONDS] [--iat-offset SECONDS] [--alg PS256|RS256]
-                  [--claim NAME=JSON]...
-      Mint a signed RFC 9068 access token (demo and tests only).
+                  [--claim NAME=JSON]... [--count N]
+      Mint a signed RFC 9068 access token (demo, tests and load tests only); --count N prints N
+      tokens, one per line, that differ in jti.
   nhi-guard jwks PEM:KID[:ALG]...
       Print the public JWKS for private keys (ALG for RSA keys: PS256 or RS256).
   nhi-guard keygen ES256|EdDSA|PS256
@@ -64,13 +65,8 @@ impl Flags {
         let mut claims = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let name = a
-                .strip_prefix("--")
-                .ok_or_else(|| format!("expected a --flag, got {a:?}"))?;
-            let v = it
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?
-                .clone();
+            let name = a.strip_prefix("--").ok_or_else(|| format!("expected a --flag, got {a:?}"))?;
+            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone();
             if name == "claim" {
                 claims.push(v);
             } else {
@@ -85,15 +81,11 @@ impl Flags {
     }
 
     fn need(&self, name: &str) -> Result<&str, String> {
-        self.get(name)
-            .ok_or_else(|| format!("--{name} is required"))
+        self.get(name).ok_or_else(|| format!("--{name} is required"))
     }
 
     fn int(&self, name: &str, default: i64) -> Result<i64, String> {
-        self.get(name).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| format!("--{name} must be an integer"))
-        })
+        self.get(name).map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name} must be an integer")))
     }
 }
 
@@ -138,42 +130,39 @@ fn rsa_alg(name: Option<&str>) -> Result<Alg, String> {
 fn token(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args)?;
     let key = SigningKey::from_pkcs8_pem(&read(f.need("key")?)?, rsa_alg(f.get("alg"))?)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs() as i64;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
     let iat = now + f.int("iat-offset", 0)?;
     let client = f.need("client")?;
-    let mut claims = Map::new();
-    claims.insert("iss".into(), json!(f.need("iss")?));
-    claims.insert("aud".into(), json!(f.need("aud")?));
-    claims.insert("sub".into(), json!(f.get("sub").unwrap_or(client)));
-    claims.insert("client_id".into(), json!(client));
-    claims.insert("iat".into(), json!(iat));
-    claims.insert("exp".into(), json!(iat + f.int("ttl", 300)?));
-    claims.insert(
-        "jti".into(),
-        json!(format!("{client}-{iat}-{}", std::process::id())),
-    );
-    if let Some(s) = f.get("scope") {
-        claims.insert("scope".into(), json!(s));
+    let ttl = f.int("ttl", 300)?;
+    let scope = f.get("scope").unwrap_or("");
+    let mut claims = access_token_claims(f.need("iss")?, f.need("aud")?, client, scope, iat, ttl);
+    // Distinct jti per mint, even for identical claims in the same second.
+    claims["jti"] = json!(format!("{client}-{iat}-{}-{}", std::process::id(), claims["jti"].as_str().unwrap_or("")));
+    if let Some(sub) = f.get("sub") {
+        claims["sub"] = json!(sub);
     }
     for c in &f.claims {
-        let (name, value) = c
-            .split_once('=')
-            .ok_or_else(|| format!("--claim {c:?} must be NAME=JSON"))?;
+        let (name, value) = c.split_once('=').ok_or_else(|| format!("--claim {c:?} must be NAME=JSON"))?;
         let value: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
-        claims.insert(name.to_string(), value);
+        claims[name] = value;
     }
     let kid = f.need("kid")?;
-    println!(
-        "{}",
-        sign_jws(
-            &access_token_header(&key, kid),
-            &Value::Object(claims),
-            &key
-        )
-    );
+    let header = access_token_header(&key, kid);
+    // --count N prints N tokens that differ only in jti (load tests need distinct tokens).
+    let count = f.int("count", 1)?;
+    if count == 1 {
+        println!("{}", sign_jws(&header, &claims, &key));
+        return Ok(());
+    }
+    let base = claims["jti"].as_str().unwrap_or("").to_string();
+    let mut out = String::new();
+    for i in 0..count {
+        claims["jti"] = json!(format!("{base}-{i}"));
+        out.push_str(&sign_jws(&header, &claims, &key));
+        out.push('\n');
+    }
+    print!("{out}");
     Ok(())
 }
 
@@ -188,23 +177,16 @@ fn jwks(specs: &[String]) -> Result<(), String> {
         let key = SigningKey::from_pkcs8_pem(&read(path)?, rsa_alg(parts.next())?)?;
         keys.push(key.public_jwk(kid));
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({ "keys": keys })).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string_pretty(&json!({ "keys": keys })).map_err(|e| e.to_string())?);
     Ok(())
 }
 
 fn keygen(args: &[String]) -> Result<(), String> {
     use jwt_simple::prelude::*;
     let pem = match args.first().map(String::as_str) {
-        Some("ES256") => ES256KeyPair::generate()
-            .to_pem()
-            .map_err(|e| e.to_string())?,
+        Some("ES256") => ES256KeyPair::generate().to_pem().map_err(|e| e.to_string())?,
         Some("EdDSA") => Ed25519KeyPair::generate().to_pem(),
-        Some("PS256") => PS256KeyPair::generate(2048)
-            .and_then(|k| k.to_pem())
-            .map_err(|e| e.to_string())?,
+        Some("PS256") => PS256KeyPair::generate(2048).and_then(|k| k.to_pem()).map_err(|e| e.to_string())?,
         _ => return Err("keygen needs ES256, EdDSA or PS256".into()),
     };
     print!("{pem}");
@@ -233,8 +215,7 @@ fn envoy_config(args: &[String]) -> Result<(), String> {
 fn upstream(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args)?;
     let port = f.int("port", 8081)?;
-    let listener =
-        std::net::TcpListener::bind(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
     eprintln!("nhi-guard upstream: echoing requests on 127.0.0.1:{port}");
     nhi_guard::echo::serve(listener, None);
     Ok(())

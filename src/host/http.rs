@@ -26,30 +26,15 @@ impl RequestContext {
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
     fn refuse(&self, reason: Reason, request_id: &str) -> Action {
-        let deny = Deny {
-            reason,
-            route: None,
-            client_id: None,
-            realm: "nhi-guard",
-        };
+        let deny = Deny { reason, route: None, client_id: None, realm: "nhi-guard" };
         self.reply(&deny, request_id);
         Action::Pause
     }
 
     fn reply(&self, deny: &Deny<'_>, request_id: &str) {
         let response = deny.response(request_id);
-        let headers: Vec<(&str, &str)> = response
-            .headers
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        if hostcalls::send_http_response(
-            u32::from(response.status),
-            headers,
-            Some(response.body.as_bytes()),
-        )
-        .is_err()
-        {
+        let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if hostcalls::send_http_response(u32::from(response.status), headers, Some(response.body.as_bytes())).is_err() {
             // Could not answer: reset rather than let the request continue.
             let _ = hostcalls::reset_http_request();
         }
@@ -74,21 +59,22 @@ impl Context for RequestContext {}
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+        // Bytes, not strings: the SDK's string variant panics on a non-UTF-8 header value, and a
+        // panic would take this worker's VM down. Names are ASCII tokens (Envoy's codecs check).
+        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
             return self.refuse(Reason::HostError, "-");
         };
         let (mut method, mut path, mut request_id) = ("", "", "-");
-        let mut authorization: Vec<&str> = Vec::new();
+        let mut authorization: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
         for (name, value) in &headers {
             match name.as_str() {
-                ":method" => method = value,
-                ":path" => path = value,
-                "x-request-id" => request_id = value,
+                ":method" => method = std::str::from_utf8(value).unwrap_or(""),
+                ":path" => path = std::str::from_utf8(value).unwrap_or(""),
+                "x-request-id" => request_id = std::str::from_utf8(value).unwrap_or("-"),
                 "authorization" => authorization.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX) => {
-                    removed_spoofed &=
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok();
+                    removed_spoofed &= hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok();
                 }
                 _ => {}
             }
@@ -105,18 +91,11 @@ impl HttpContext for RequestContext {
         let Some(now) = super::now() else {
             return self.refuse(Reason::HostError, request_id);
         };
-        let facts = RequestFacts {
-            method,
-            path,
-            authorization: &authorization,
-            now,
-        };
+        let facts = RequestFacts { method, path, authorization: &authorization, now };
         match engine.decide(&facts) {
             Decision::Allow(allow) => {
                 for (name, value) in allow.upstream_headers() {
-                    if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                        .is_err()
-                    {
+                    if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_err() {
                         drop(allow);
                         return self.refuse(Reason::HostError, request_id);
                     }

@@ -26,15 +26,7 @@ impl Metrics {
             denied: define(MetricType::Counter, "nhi_guard.denied"),
             by_reason: Reason::ALL
                 .iter()
-                .map(|r| {
-                    (
-                        *r,
-                        define(
-                            MetricType::Counter,
-                            &format!("nhi_guard.denied.{}", r.code()),
-                        ),
-                    )
-                })
+                .map(|r| (*r, define(MetricType::Counter, &format!("nhi_guard.denied.{}", r.code()))))
                 .collect(),
             cache_hits: define(MetricType::Counter, "nhi_guard.token_cache_hits"),
             backend_native: define(MetricType::Gauge, "nhi_guard.signature_backend_native"),

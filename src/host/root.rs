@@ -44,27 +44,18 @@ impl RootContext for Root {
         ) {
             Ok(Some(bytes)) => bytes,
             _ => {
-                log(
-                    LogLevel::Critical,
-                    &format!("{SOURCE}: empty; the filter needs a policy and will not start"),
-                );
+                log(LogLevel::Critical, &format!("{SOURCE}: empty; the filter needs a policy and will not start"));
                 return false;
             }
         };
         let Ok(json) = std::str::from_utf8(&config) else {
-            log(
-                LogLevel::Critical,
-                &format!("{SOURCE}: not UTF-8; the filter will not start"),
-            );
+            log(LogLevel::Critical, &format!("{SOURCE}: not UTF-8; the filter will not start"));
             return false;
         };
         let policy = match crate::load_policy(json, SOURCE) {
             Ok(p) => Rc::new(p),
             Err(e) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("{e}\nnhi-guard refuses to start with this policy"),
-                );
+                log(LogLevel::Critical, &format!("{e}\nnhi-guard refuses to start with this policy"));
                 return false;
             }
         };
@@ -91,10 +82,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestContext::new(
-            self.engine.clone(),
-            self.metrics.clone(),
-        )))
+        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -80,10 +80,7 @@ impl Authenticator {
         if let Some(hit) = self.verified.get(token, now) {
             let skew = policy.issuers.get(hit.issuer).map_or(0, |i| i.clock_skew);
             check_times(&hit, skew, route, now)?;
-            return Ok(Authenticated {
-                token: hit,
-                cache_hit: true,
-            });
+            return Ok(Authenticated { token: hit, cache_hit: true });
         }
         if let Some(reason) = self.forged.get(token, now) {
             return Err(reason);
@@ -99,23 +96,13 @@ impl Authenticator {
             return Err(Reason::AlgNotAllowed);
         }
         check_typ(issuer, jws.header.typ.as_deref())?;
-        let key = jws
-            .header
-            .kid
-            .as_deref()
-            .and_then(|kid| issuer.key(kid))
-            .ok_or(Reason::KidUnknown)?;
+        let key = jws.header.kid.as_deref().and_then(|kid| issuer.key(kid)).ok_or(Reason::KidUnknown)?;
         if key.alg != alg {
             return Err(Reason::AlgNotAllowed);
         }
-        let (Some(sub), Some(aud), Some(exp), Some(iat), Some(jti), Some(client_id)) = (
-            &claims.sub,
-            &claims.aud,
-            claims.exp,
-            claims.iat,
-            &claims.jti,
-            &claims.client_id,
-        ) else {
+        let (Some(sub), Some(aud), Some(exp), Some(iat), Some(jti), Some(client_id)) =
+            (&claims.sub, &claims.aud, claims.exp, claims.iat, &claims.jti, &claims.client_id)
+        else {
             return Err(Reason::ClaimMissing);
         };
         if sub.is_empty() || jti.is_empty() || client_id.is_empty() {
@@ -138,24 +125,17 @@ impl Authenticator {
             nbf: claims.nbf.map(|n| n.0),
         };
         check_times(&candidate, issuer.clock_skew, route, now)?;
-        match self
-            .verifier
-            .verify(key, jws.signing_input.as_bytes(), &jws.signature)
-        {
+        match self.verifier.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
             Ok(true) => {}
             Ok(false) => {
-                self.forged
-                    .insert(token, Reason::SignatureInvalid, now + NEGATIVE_TTL);
+                self.forged.insert(token, Reason::SignatureInvalid, now + NEGATIVE_TTL);
                 return Err(Reason::SignatureInvalid);
             }
             Err(_) => return Err(Reason::VerifierError),
         }
         let token_rc = Rc::new(candidate);
         self.verified.insert(token, token_rc.clone(), token_rc.exp);
-        Ok(Authenticated {
-            token: token_rc,
-            cache_hit: false,
-        })
+        Ok(Authenticated { token: token_rc, cache_hit: false })
     }
 }
 
@@ -165,22 +145,13 @@ fn check_typ(issuer: &Issuer, typ: Option<&str>) -> Result<(), Reason> {
     }
     // RFC 9068 §4: "at+jwt", or the full media type, compared case-insensitively.
     match typ {
-        Some(t)
-            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") =>
-        {
-            Ok(())
-        }
+        Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => Ok(()),
         _ => Err(Reason::TypInvalid),
     }
 }
 
 /// Token-level and route-level time rules. Runs on every request, cached or not.
-pub fn check_times(
-    t: &VerifiedToken,
-    skew: i64,
-    route: &RouteRule,
-    now: i64,
-) -> Result<(), Reason> {
+pub fn check_times(t: &VerifiedToken, skew: i64, route: &RouteRule, now: i64) -> Result<(), Reason> {
     if t.exp <= t.iat {
         return Err(Reason::TokenMalformed);
     }

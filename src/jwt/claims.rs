@@ -19,9 +19,7 @@ impl<'de> Deserialize<'de> for NumericDate {
                 Ok(NumericDate(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
-                i64::try_from(v)
-                    .map(NumericDate)
-                    .map_err(|_| E::custom("date out of range"))
+                i64::try_from(v).map(NumericDate).map_err(|_| E::custom("date out of range"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
                 if v.is_finite() && v.abs() < 1e15 {
@@ -75,12 +73,7 @@ impl AccessTokenClaims {
     pub fn scopes(&self) -> Option<Vec<String>> {
         match (&self.scope, &self.scp) {
             (Some(_), Some(_)) => None,
-            (Some(s), None) => Some(
-                s.split(' ')
-                    .filter(|x| !x.is_empty())
-                    .map(String::from)
-                    .collect(),
-            ),
+            (Some(s), None) => Some(s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect()),
             (None, Some(list)) => Some(list.clone()),
             (None, None) => Some(Vec::new()),
         }

@@ -51,21 +51,13 @@ pub fn decode<C: DeserializeOwned>(token: &str) -> Result<Jws<'_, C>, JwsError> 
         _ => return Err(JwsError::Malformed),
     };
     let header_json = base64url::decode(h.as_bytes()).ok_or(JwsError::Malformed)?;
-    let header: JoseHeader =
-        serde_json::from_slice(&header_json).map_err(|_| JwsError::Malformed)?;
+    let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| JwsError::Malformed)?;
     if header.crit.is_some() {
         return Err(JwsError::CriticalHeader);
     }
     let payload = base64url::decode(p.as_bytes()).ok_or(JwsError::Malformed)?;
     let claims: C = serde_json::from_slice(&payload).map_err(|_| JwsError::Malformed)?;
     let signature = base64url::decode(s.as_bytes()).ok_or(JwsError::Malformed)?;
-    let signing_input = token
-        .get(..h.len() + 1 + p.len())
-        .ok_or(JwsError::Malformed)?;
-    Ok(Jws {
-        header,
-        claims,
-        signing_input,
-        signature,
-    })
+    let signing_input = token.get(..h.len() + 1 + p.len()).ok_or(JwsError::Malformed)?;
+    Ok(Jws { header, claims, signing_input, signature })
 }

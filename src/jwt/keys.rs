@@ -56,10 +56,7 @@ pub struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish()
+        f.debug_struct("VerificationKey").field("kid", &self.kid).field("alg", &self.alg).finish()
     }
 }
 
@@ -93,21 +90,17 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 // DER prefix of a SubjectPublicKeyInfo for an uncompressed P-256 point (id-ecPublicKey, prime256v1).
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 // DER prefix of a SubjectPublicKeyInfo for Ed25519 (RFC 8410).
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 impl Jwk {
     /// Decodes and pins the key. The error says what to fix, for the policy loader to prefix a path.
     pub fn to_key(&self) -> Result<VerificationKey, String> {
         if self.d.is_some() || self.p.is_some() || self.q.is_some() {
-            return Err(
-                "contains private key material (d/p/q); publish the public key only".into(),
-            );
+            return Err("contains private key material (d/p/q); publish the public key only".into());
         }
         let kid = match &self.kid {
             Some(k) if !k.is_empty() => k.clone(),
@@ -115,9 +108,7 @@ impl Jwk {
         };
         if let Some(u) = &self.use_ {
             if u != "sig" {
-                return Err(format!(
-                    "use is {u:?}; only signature keys (\"sig\") verify tokens"
-                ));
+                return Err(format!("use is {u:?}; only signature keys (\"sig\") verify tokens"));
             }
         }
         let field = |v: &Option<String>, name: &str| -> Result<Vec<u8>, String> {
@@ -125,9 +116,9 @@ impl Jwk {
             base64url::decode(s.as_bytes()).ok_or_else(|| format!("{name} is not base64url"))
         };
         let declared = match &self.alg {
-            Some(a) => Some(Alg::parse(a).ok_or_else(|| {
-                format!("alg {a:?} is not supported; use ES256, PS256, EdDSA or RS256")
-            })?),
+            Some(a) => Some(
+                Alg::parse(a).ok_or_else(|| format!("alg {a:?} is not supported; use ES256, PS256, EdDSA or RS256"))?,
+            ),
             None => None,
         };
         let (alg, material, spki_der) = match (self.kty.as_str(), self.crv.as_deref()) {
@@ -156,11 +147,8 @@ impl Jwk {
             }
             ("RSA", _) => {
                 let (n, e) = (field(&self.n, "n")?, field(&self.e, "e")?);
-                let key = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&n),
-                    rsa::BigUint::from_bytes_be(&e),
-                )
-                .map_err(|e| format!("not a usable RSA key: {e}"))?;
+                let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e))
+                    .map_err(|e| format!("not a usable RSA key: {e}"))?;
                 use rsa::traits::PublicKeyParts;
                 if key.n().bits() < MIN_RSA_BITS {
                     return Err(format!(
@@ -170,20 +158,21 @@ impl Jwk {
                 }
                 let alg = match declared {
                     Some(a @ (Alg::PS256 | Alg::RS256)) => a,
-                    _ => return Err("RSA keys must declare alg PS256 or RS256, so the key is pinned to one padding".into()),
+                    _ => {
+                        return Err(
+                            "RSA keys must declare alg PS256 or RS256, so the key is pinned to one padding".into()
+                        )
+                    }
                 };
                 use rsa::pkcs8::EncodePublicKey;
-                let spki = key
-                    .to_public_key_der()
-                    .map_err(|e| format!("cannot encode RSA key: {e}"))?
-                    .as_bytes()
-                    .to_vec();
+                let spki =
+                    key.to_public_key_der().map_err(|e| format!("cannot encode RSA key: {e}"))?.as_bytes().to_vec();
                 (alg, KeyMaterial::Rsa(Box::new(key)), spki)
             }
             (kty, crv) => {
                 return Err(format!(
-                "key type {kty:?} curve {crv:?} is not supported; use EC P-256, OKP Ed25519 or RSA"
-            ))
+                    "key type {kty:?} curve {crv:?} is not supported; use EC P-256, OKP Ed25519 or RSA"
+                ))
             }
         };
         if let Some(d) = declared {
@@ -191,11 +180,6 @@ impl Jwk {
                 return Err(format!("alg {} does not fit a {} key", d.name(), self.kty));
             }
         }
-        Ok(VerificationKey {
-            kid,
-            alg,
-            material,
-            spki_der,
-        })
+        Ok(VerificationKey { kid, alg, material, spki_der })
     }
 }

@@ -37,18 +37,12 @@ impl<F: ForeignFunction> HostSignatureVerifier<F> {
         if let Some(b) = bad.last_mut() {
             *b ^= 1;
         }
-        matches!(self.verify(&key, input, &good), Ok(true))
-            && matches!(self.verify(&key, input, &bad), Ok(false))
+        matches!(self.verify(&key, input, &good), Ok(true)) && matches!(self.verify(&key, input, &bad), Ok(false))
     }
 }
 
 impl<F: ForeignFunction> SignatureVerifier for HostSignatureVerifier<F> {
-    fn verify(
-        &self,
-        key: &VerificationKey,
-        signing_input: &[u8],
-        signature: &[u8],
-    ) -> Result<bool, VerifierFault> {
+    fn verify(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> Result<bool, VerifierFault> {
         let der_signature;
         let sig = match key.alg {
             Alg::ES256 => match es256_to_der(signature) {
@@ -62,10 +56,8 @@ impl<F: ForeignFunction> SignatureVerifier for HostSignatureVerifier<F> {
             Alg::PS256 | Alg::EdDSA => return PureRust.verify(key, signing_input, signature),
         };
         let args = encode_arguments("sha256", &key.spki_der, sig, signing_input);
-        let reply = self
-            .host
-            .call(VERIFY_SIGNATURE, &args)
-            .map_err(|e| VerifierFault(format!("verify_signature: {e}")))?;
+        let reply =
+            self.host.call(VERIFY_SIGNATURE, &args).map_err(|e| VerifierFault(format!("verify_signature: {e}")))?;
         Ok(decode_result(&reply))
     }
 
@@ -104,20 +96,9 @@ pub fn es256_to_der(signature: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Encodes `VerifySignatureArguments { hash_function=1; public_key=2; signature=3; text=4 }`.
-pub fn encode_arguments(
-    hash: &str,
-    public_key_der: &[u8],
-    signature: &[u8],
-    text: &[u8],
-) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(hash.len() + public_key_der.len() + signature.len() + text.len() + 16);
-    for (tag, bytes) in [
-        (0x0a, hash.as_bytes()),
-        (0x12, public_key_der),
-        (0x1a, signature),
-        (0x22, text),
-    ] {
+pub fn encode_arguments(hash: &str, public_key_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hash.len() + public_key_der.len() + signature.len() + text.len() + 16);
+    for (tag, bytes) in [(0x0a, hash.as_bytes()), (0x12, public_key_der), (0x1a, signature), (0x22, text)] {
         out.push(tag);
         put_varint(&mut out, bytes.len() as u64);
         out.extend_from_slice(bytes);

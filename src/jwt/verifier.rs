@@ -12,12 +12,7 @@ pub struct VerifierFault(pub String);
 /// Checks one JWS signature against one pinned key.
 pub trait SignatureVerifier {
     /// `Ok(true)` valid, `Ok(false)` invalid, `Err` when no answer could be had.
-    fn verify(
-        &self,
-        key: &VerificationKey,
-        signing_input: &[u8],
-        signature: &[u8],
-    ) -> Result<bool, VerifierFault>;
+    fn verify(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> Result<bool, VerifierFault>;
 
     /// A short name for logs and the backend metric.
     fn name(&self) -> &'static str;
@@ -28,12 +23,7 @@ pub trait SignatureVerifier {
 pub struct PureRust;
 
 impl SignatureVerifier for PureRust {
-    fn verify(
-        &self,
-        key: &VerificationKey,
-        signing_input: &[u8],
-        signature: &[u8],
-    ) -> Result<bool, VerifierFault> {
+    fn verify(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> Result<bool, VerifierFault> {
         use super::keys::Alg;
         Ok(match (&key.material, key.alg) {
             (KeyMaterial::P256(vk), Alg::ES256) => {
@@ -44,12 +34,10 @@ impl SignatureVerifier for PureRust {
                     _ => false,
                 }
             }
-            (KeyMaterial::Ed25519(pk), Alg::EdDSA) => {
-                match ed25519_compact::Signature::from_slice(signature) {
-                    Ok(sig) => pk.verify(signing_input, &sig).is_ok(),
-                    Err(_) => false,
-                }
-            }
+            (KeyMaterial::Ed25519(pk), Alg::EdDSA) => match ed25519_compact::Signature::from_slice(signature) {
+                Ok(sig) => pk.verify(signing_input, &sig).is_ok(),
+                Err(_) => false,
+            },
             (KeyMaterial::Rsa(pk), Alg::PS256) => {
                 use rsa::signature::Verifier;
                 let vk = rsa::pss::VerifyingKey::<sha2::Sha256>::new(pk.as_ref().clone());

@@ -16,10 +16,7 @@ const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 /// Parses, validates and compiles a policy. `source` names where the JSON came from, for messages.
 pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
-    let fail = |errors| PolicyError {
-        source: source.to_string(),
-        errors,
-    };
+    let fail = |errors| PolicyError { source: source.to_string(), errors };
     let mut de = serde_json::Deserializer::from_str(json);
     let doc: PolicyDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = match e.path().to_string() {
@@ -28,10 +25,7 @@ pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
         };
         fail(vec![FieldError {
             path,
-            message: format!(
-                "{}; fix the JSON to match policies/policy.schema.json",
-                e.inner()
-            ),
+            message: format!("{}; fix the JSON to match policies/policy.schema.json", e.inner()),
         }])
     })?;
     let mut c = Compiler { errors: Vec::new() };
@@ -48,15 +42,15 @@ struct Compiler {
 
 impl Compiler {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(FieldError { path: path.into(), message: message.into() });
     }
 
     fn required(&mut self, path: String, value: &str, what: &str) {
         if value.trim().is_empty() {
-            self.err(path, format!("is empty; every {what} needs one (governance: who answers for it, and why it exists)"));
+            self.err(
+                path,
+                format!("is empty; every {what} needs one (governance: who answers for it, and why it exists)"),
+            );
         }
     }
 
@@ -73,72 +67,40 @@ impl Compiler {
     fn scopes(&mut self, path: &str, scopes: &[String]) {
         let mut seen = HashSet::new();
         for (i, s) in scopes.iter().enumerate() {
-            if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            {
-                self.err(
-                    format!("{path}[{i}]"),
-                    format!("{s:?} is not a valid scope token (RFC 6749 §3.3)"),
-                );
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                self.err(format!("{path}[{i}]"), format!("{s:?} is not a valid scope token (RFC 6749 §3.3)"));
             }
             if !seen.insert(s) {
-                self.err(
-                    format!("{path}[{i}]"),
-                    format!("scope {s:?} is listed twice"),
-                );
+                self.err(format!("{path}[{i}]"), format!("scope {s:?} is listed twice"));
             }
         }
     }
 
     fn compile(&mut self, doc: PolicyDocument) -> Option<Policy> {
         if doc.version != 1 {
-            self.err(
-                "version",
-                format!("is {}; this nhi-guard reads version 1", doc.version),
-            );
+            self.err("version", format!("is {}; this nhi-guard reads version 1", doc.version));
         }
-        if doc.realm.is_empty()
-            || !doc
-                .realm
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            self.err("realm", "must be non-empty printable ASCII without quotes or backslashes (it goes into WWW-Authenticate)");
+        if doc.realm.is_empty() || !doc.realm.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            self.err(
+                "realm",
+                "must be non-empty printable ASCII without quotes or backslashes (it goes into WWW-Authenticate)",
+            );
         }
         let s = &doc.settings;
         if !(256..=65_536).contains(&s.max_token_bytes) {
-            self.err(
-                "settings.max_token_bytes",
-                format!("is {}; choose 256 to 65536", s.max_token_bytes),
-            );
+            self.err("settings.max_token_bytes", format!("is {}; choose 256 to 65536", s.max_token_bytes));
         }
         if s.token_cache_entries > 1_000_000 || s.negative_cache_entries > 1_000_000 {
-            self.err(
-                "settings",
-                "cache sizes above 1000000 entries per worker are refused; memory grows with them",
-            );
+            self.err("settings", "cache sizes above 1000000 entries per worker are refused; memory grows with them");
         }
         if doc.issuers.is_empty() {
-            self.err(
-                "issuers",
-                "is empty; add the authorization server that issues access tokens",
-            );
+            self.err("issuers", "is empty; add the authorization server that issues access tokens");
         }
-        let issuers: Vec<Issuer> = doc
-            .issuers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| self.issuer(i, d))
-            .collect();
+        let issuers: Vec<Issuer> = doc.issuers.iter().enumerate().filter_map(|(i, d)| self.issuer(i, d)).collect();
         let mut ids = HashSet::new();
         for (i, d) in doc.issuers.iter().enumerate() {
             if !ids.insert(&d.id) {
-                self.err(
-                    format!("issuers[{i}].id"),
-                    format!("issuer {:?} is defined twice", d.id),
-                );
+                self.err(format!("issuers[{i}].id"), format!("issuer {:?} is defined twice", d.id));
             }
         }
         let partners = self.partners(&doc.partners);
@@ -160,16 +122,10 @@ impl Compiler {
     fn issuer(&mut self, i: usize, d: &IssuerDoc) -> Option<Issuer> {
         let at = format!("issuers[{i}]");
         if d.id.is_empty() {
-            self.err(
-                format!("{at}.id"),
-                "is empty; use the exact iss value of the authorization server",
-            );
+            self.err(format!("{at}.id"), "is empty; use the exact iss value of the authorization server");
         }
         if d.audiences.is_empty() || d.audiences.iter().any(String::is_empty) {
-            self.err(
-                format!("{at}.audiences"),
-                "needs at least one non-empty audience (this API's identifier)",
-            );
+            self.err(format!("{at}.audiences"), "needs at least one non-empty audience (this API's identifier)");
         }
         if !(0..=MAX_CLOCK_SKEW).contains(&d.clock_skew_seconds) {
             self.err(
@@ -179,10 +135,7 @@ impl Compiler {
         }
         let mut algorithms = Vec::new();
         if d.algorithms.is_empty() {
-            self.err(
-                format!("{at}.algorithms"),
-                "is empty; list ES256, PS256 or EdDSA",
-            );
+            self.err(format!("{at}.algorithms"), "is empty; list ES256, PS256 or EdDSA");
         }
         for (j, name) in d.algorithms.iter().enumerate() {
             match Alg::parse(name) {
@@ -199,10 +152,7 @@ impl Compiler {
         }
         let mut keys = Vec::new();
         if d.jwks.keys.is_empty() {
-            self.err(
-                format!("{at}.jwks.keys"),
-                "is empty; add the issuer's public signing keys",
-            );
+            self.err(format!("{at}.jwks.keys"), "is empty; add the issuer's public signing keys");
         }
         for (j, jwk) in d.jwks.keys.iter().enumerate() {
             match jwk.to_key() {
@@ -210,23 +160,13 @@ impl Compiler {
                     if !algorithms.contains(&k.alg) {
                         self.err(
                             format!("{at}.jwks.keys[{j}]"),
-                            format!(
-                                "is a {} key but {} is not in {at}.algorithms",
-                                k.alg.name(),
-                                k.alg.name()
-                            ),
+                            format!("is a {} key but {} is not in {at}.algorithms", k.alg.name(), k.alg.name()),
                         );
                     }
-                    if keys
-                        .iter()
-                        .any(|o: &crate::jwt::keys::VerificationKey| o.kid == k.kid)
-                    {
+                    if keys.iter().any(|o: &crate::jwt::keys::VerificationKey| o.kid == k.kid) {
                         self.err(
                             format!("{at}.jwks.keys[{j}].kid"),
-                            format!(
-                                "kid {:?} is used twice; key ids must be unique per issuer",
-                                k.kid
-                            ),
+                            format!("kid {:?} is used twice; key ids must be unique per issuer", k.kid),
                         );
                     }
                     keys.push(k);
@@ -262,28 +202,18 @@ impl Compiler {
                 contract_end,
             };
             if out.insert(d.id.clone(), p).is_some() {
-                self.err(
-                    format!("{at}.id"),
-                    format!("partner {:?} is defined twice", d.id),
-                );
+                self.err(format!("{at}.id"), format!("partner {:?} is defined twice", d.id));
             }
         }
         out
     }
 
-    fn clients(
-        &mut self,
-        docs: &[ClientDoc],
-        partners: &HashMap<String, Partner>,
-    ) -> HashMap<String, Client> {
+    fn clients(&mut self, docs: &[ClientDoc], partners: &HashMap<String, Partner>) -> HashMap<String, Client> {
         let mut out = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
             let at = format!("clients[{i}]");
             if d.id.is_empty() {
-                self.err(
-                    format!("{at}.id"),
-                    "is empty; use the client_id its tokens carry",
-                );
+                self.err(format!("{at}.id"), "is empty; use the client_id its tokens carry");
             }
             self.required(format!("{at}.owner"), &d.owner, "client");
             self.required(format!("{at}.purpose"), &d.purpose, "client");
@@ -314,10 +244,7 @@ impl Compiler {
                 scope_ceiling: d.scope_ceiling.clone(),
             };
             if out.insert(d.id.clone(), c).is_some() {
-                self.err(
-                    format!("{at}.id"),
-                    format!("client {:?} is defined twice", d.id),
-                );
+                self.err(format!("{at}.id"), format!("client {:?} is defined twice", d.id));
             }
         }
         out
@@ -328,44 +255,24 @@ impl Compiler {
         let mut ids = HashSet::new();
         for (i, d) in docs.iter().enumerate() {
             let at = format!("routes[{i}]");
-            if d.id.is_empty()
-                || !d
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                self.err(
-                    format!("{at}.id"),
-                    "must be non-empty letters, digits, '-' or '_' (it names metrics)",
-                );
+            if d.id.is_empty() || !d.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                self.err(format!("{at}.id"), "must be non-empty letters, digits, '-' or '_' (it names metrics)");
             }
             if !ids.insert(&d.id) {
-                self.err(
-                    format!("{at}.id"),
-                    format!("route {:?} is defined twice", d.id),
-                );
+                self.err(format!("{at}.id"), format!("route {:?} is defined twice", d.id));
             }
             self.required(format!("{at}.owner"), &d.owner, "route");
             self.required(format!("{at}.purpose"), &d.purpose, "route");
             if d.methods.is_empty() {
-                self.err(
-                    format!("{at}.methods"),
-                    "is empty; list the HTTP methods this route allows",
-                );
+                self.err(format!("{at}.methods"), "is empty; list the HTTP methods this route allows");
             }
             for (j, m) in d.methods.iter().enumerate() {
                 if !METHODS.contains(&m.as_str()) {
-                    self.err(
-                        format!("{at}.methods[{j}]"),
-                        format!("{m:?} is not one of {}", METHODS.join(", ")),
-                    );
+                    self.err(format!("{at}.methods[{j}]"), format!("{m:?} is not one of {}", METHODS.join(", ")));
                 }
             }
             if d.client_kinds.is_empty() {
-                self.err(
-                    format!("{at}.client_kinds"),
-                    "is empty; name which kinds of client may call the route",
-                );
+                self.err(format!("{at}.client_kinds"), "is empty; name which kinds of client may call the route");
             }
             self.scopes(&format!("{at}.scopes"), &d.scopes);
             for (field, v) in [
@@ -375,9 +282,7 @@ impl Compiler {
                 if !(1..=MAX_ROUTE_SECONDS).contains(&v) {
                     self.err(
                         format!("{at}.{field}"),
-                        format!(
-                            "is {v}; choose 1 to {MAX_ROUTE_SECONDS} seconds (short-lived tokens)"
-                        ),
+                        format!("is {v}; choose 1 to {MAX_ROUTE_SECONDS} seconds (short-lived tokens)"),
                     );
                 }
             }
@@ -406,11 +311,11 @@ impl Compiler {
         match RouteTable::build(entries) {
             Ok(t) => Some(t),
             Err((a, b)) => {
-                let (a, b) = (
-                    names.get(a).cloned().unwrap_or_default(),
-                    names.get(b).cloned().unwrap_or_default(),
+                let (a, b) = (names.get(a).cloned().unwrap_or_default(), names.get(b).cloned().unwrap_or_default());
+                self.err(
+                    "routes",
+                    format!("routes {a:?} and {b:?} match the same method and path shape; merge them or change a path"),
                 );
-                self.err("routes", format!("routes {a:?} and {b:?} match the same method and path shape; merge them or change a path"));
                 None
             }
         }

@@ -105,13 +105,7 @@ pub struct PolicyError {
 impl std::fmt::Display for PolicyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "{}: invalid policy ({} error{})",
-            self.source,
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: invalid policy ({} error{})", self.source, n, if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {}: {}", e.path, e.message)?;
         }
@@ -140,10 +134,7 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => {
                 assert_eq!(e.source, "test.json");
-                e.errors
-                    .iter()
-                    .map(|f| format!("{}: {}", f.path, f.message))
-                    .collect()
+                e.errors.iter().map(|f| format!("{}: {}", f.path, f.message)).collect()
             }
         }
     }
@@ -151,8 +142,7 @@ mod tests {
     fn expect(mutate: impl FnOnce(&mut Value), path: &str, needle: &str) {
         let errs = errors(mutate);
         assert!(
-            errs.iter()
-                .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle)),
+            errs.iter().any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle)),
             "expected an error at {path} containing {needle:?}, got {errs:#?}"
         );
     }
@@ -169,35 +159,15 @@ mod tests {
             "clients[1].scope_cieling",
             "unknown field `scope_cieling`",
         );
-        expect(
-            |d| d["routes"][2]["scope"] = json!("x"),
-            "routes[2].scope",
-            "unknown field `scope`",
-        );
-        expect(
-            |d| d["clients"][0]["kind"] = json!("robot"),
-            "clients[0].kind",
-            "unknown variant `robot`",
-        );
-        expect(
-            |d| d["partners"][0]["status"] = json!("paused"),
-            "partners[0].status",
-            "unknown variant",
-        );
+        expect(|d| d["routes"][2]["scope"] = json!("x"), "routes[2].scope", "unknown field `scope`");
+        expect(|d| d["clients"][0]["kind"] = json!("robot"), "clients[0].kind", "unknown variant `robot`");
+        expect(|d| d["partners"][0]["status"] = json!("paused"), "partners[0].status", "unknown variant");
     }
 
     #[test]
     fn references_and_governance_fields_are_checked() {
-        expect(
-            |d| d["clients"][0]["partner"] = json!("nobody"),
-            "clients[0].partner",
-            "not defined",
-        );
-        expect(
-            |d| d["clients"][7]["partner"] = json!("moneywise"),
-            "clients[7].partner",
-            "internal identities",
-        );
+        expect(|d| d["clients"][0]["partner"] = json!("nobody"), "clients[0].partner", "not defined");
+        expect(|d| d["clients"][7]["partner"] = json!("moneywise"), "clients[7].partner", "internal identities");
         expect(
             |d| {
                 d["clients"][0].as_object_mut().unwrap().remove("partner");
@@ -205,60 +175,24 @@ mod tests {
             "clients[0].partner",
             "must name the partner",
         );
-        expect(
-            |d| d["routes"][0]["owner"] = json!(""),
-            "routes[0].owner",
-            "is empty",
-        );
-        expect(
-            |d| d["partners"][0]["purpose"] = json!(" "),
-            "partners[0].purpose",
-            "is empty",
-        );
-        expect(
-            |d| d["clients"][1]["id"] = json!("moneywise-app"),
-            "clients[1].id",
-            "defined twice",
-        );
-        expect(
-            |d| d["partners"][1]["contract_end"] = json!("2026-06-30"),
-            "partners[1].contract_end",
-            "RFC 3339",
-        );
-        expect(
-            |d| d["clients"][0]["scope_ceiling"] = json!(["a b"]),
-            "clients[0].scope_ceiling[0]",
-            "scope token",
-        );
+        expect(|d| d["routes"][0]["owner"] = json!(""), "routes[0].owner", "is empty");
+        expect(|d| d["partners"][0]["purpose"] = json!(" "), "partners[0].purpose", "is empty");
+        expect(|d| d["clients"][1]["id"] = json!("moneywise-app"), "clients[1].id", "defined twice");
+        expect(|d| d["partners"][1]["contract_end"] = json!("2026-06-30"), "partners[1].contract_end", "RFC 3339");
+        expect(|d| d["clients"][0]["scope_ceiling"] = json!(["a b"]), "clients[0].scope_ceiling[0]", "scope token");
     }
 
     #[test]
     fn issuers_refuse_weak_or_confused_crypto() {
-        expect(
-            |d| d["issuers"][0]["algorithms"] = json!(["none"]),
-            "issuers[0].algorithms[0]",
-            "never none",
-        );
-        expect(
-            |d| d["issuers"][0]["algorithms"] = json!(["HS256"]),
-            "issuers[0].algorithms[0]",
-            "HMAC",
-        );
-        expect(
-            |d| d["issuers"][0]["algorithms"] = json!(["RS256"]),
-            "issuers[0].algorithms[0]",
-            "allow_rs256",
-        );
+        expect(|d| d["issuers"][0]["algorithms"] = json!(["none"]), "issuers[0].algorithms[0]", "never none");
+        expect(|d| d["issuers"][0]["algorithms"] = json!(["HS256"]), "issuers[0].algorithms[0]", "HMAC");
+        expect(|d| d["issuers"][0]["algorithms"] = json!(["RS256"]), "issuers[0].algorithms[0]", "allow_rs256");
         expect(
             |d| d["issuers"][0]["algorithms"] = json!(["ES256"]),
             "issuers[0].jwks.keys[1]",
             "not in issuers[0].algorithms",
         );
-        expect(
-            |d| d["issuers"][0]["clock_skew_seconds"] = json!(120),
-            "issuers[0].clock_skew_seconds",
-            "0 to 60",
-        );
+        expect(|d| d["issuers"][0]["clock_skew_seconds"] = json!(120), "issuers[0].clock_skew_seconds", "0 to 60");
         expect(
             |d| d["issuers"][0]["jwks"]["keys"][0]["d"] = json!("c2VjcmV0"),
             "issuers[0].jwks.keys[0]",
@@ -269,55 +203,28 @@ mod tests {
             "issuers[0].jwks.keys[1].kid",
             "used twice",
         );
-        expect(
-            |d| d["issuers"][0]["jwks"]["keys"][0]["x"] = json!("AAAA"),
-            "issuers[0].jwks.keys[0]",
-            "32 bytes",
-        );
+        expect(|d| d["issuers"][0]["jwks"]["keys"][0]["x"] = json!("AAAA"), "issuers[0].jwks.keys[0]", "32 bytes");
         expect(
             |d| {
-                d["issuers"][0]["jwks"]["keys"][2]
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("alg");
+                d["issuers"][0]["jwks"]["keys"][2].as_object_mut().unwrap().remove("alg");
             },
             "issuers[0].jwks.keys[2]",
             "must declare alg",
         );
-        expect(
-            |d| d["issuers"][0]["audiences"] = json!([]),
-            "issuers[0].audiences",
-            "at least one",
-        );
+        expect(|d| d["issuers"][0]["audiences"] = json!([]), "issuers[0].audiences", "at least one");
     }
 
     #[test]
     fn routes_are_checked_and_compiled() {
-        expect(
-            |d| d["routes"][0]["path"] = json!("/accounts/../x"),
-            "routes[0].path",
-            "normalised path",
-        );
-        expect(
-            |d| d["routes"][0]["methods"] = json!(["FETCH"]),
-            "routes[0].methods[0]",
-            "not one of",
-        );
-        expect(
-            |d| d["routes"][0]["client_kinds"] = json!([]),
-            "routes[0].client_kinds",
-            "is empty",
-        );
+        expect(|d| d["routes"][0]["path"] = json!("/accounts/../x"), "routes[0].path", "normalised path");
+        expect(|d| d["routes"][0]["methods"] = json!(["FETCH"]), "routes[0].methods[0]", "not one of");
+        expect(|d| d["routes"][0]["client_kinds"] = json!([]), "routes[0].client_kinds", "is empty");
         expect(
             |d| d["routes"][0]["max_token_lifetime_seconds"] = json!(604800),
             "routes[0].max_token_lifetime_seconds",
             "short-lived",
         );
-        expect(
-            |d| d["routes"][3]["path"] = json!("/accounts/{Id}/balances"),
-            "routes",
-            "\"account\" and \"balances\"",
-        );
+        expect(|d| d["routes"][3]["path"] = json!("/accounts/{Id}/balances"), "routes", "\"account\" and \"balances\"");
     }
 
     #[test]
@@ -333,11 +240,7 @@ mod tests {
     #[test]
     fn malformed_json_names_the_place() {
         let err = super::load("{\"version\": 1,", "broken.json").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("broken.json: invalid policy (1 error)"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("broken.json: invalid policy (1 error)"), "{err}");
         let err = super::load("[]", "array.json").unwrap_err();
         assert!(err.to_string().contains("(document)"), "{err}");
     }

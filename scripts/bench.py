@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Envoy load benchmark: nhi-guard against Envoy passthrough and jwt_authn+RBAC, side by side.
+
+Every configuration fronts the same upstream (an Envoy answering with direct_response), takes the
+same tokens and the same wrk load, in interleaved rounds (A B C D A B C D ...). Reports req/s,
+p50/p99 latency, front-Envoy CPU microseconds per request, and ratios, as a markdown table.
+
+Run through scripts/bench.sh (it builds and installs what this needs). Loopback only; every run is
+bounded in time and stops by itself.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENVOY = os.environ.get("NHI_GUARD_ENVOY", os.path.join(ROOT, "target/envoy-venv/bin/envoy"))
+CLI = os.path.join(ROOT, "target/release/nhi-guard")
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/nhi_guard.wasm")
+POLICY = os.path.join(ROOT, "policies/open-banking.json")
+ISS = "https://auth.bank.example"
+AUD = "https://api.bank.example/open-banking"
+PATH = "/accounts/22289/balances"
+SMOKE = os.environ.get("NHI_GUARD_BENCH_SMOKE") == "1"
+DURATION = int(os.environ.get("NHI_GUARD_BENCH_SECONDS", "1" if SMOKE else "8"))
+ROUNDS = int(os.environ.get("NHI_GUARD_BENCH_ROUNDS", "1" if SMOKE else "3"))
+CONNECTIONS = 16
+COLD_TOKENS = 300 if SMOKE else 20000
+WORK = tempfile.mkdtemp(prefix="nhi-bench-")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hcm(filters, cluster="upstream"):
+    """The listener's HTTP connection manager, identical for every configuration but the filters."""
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
+        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+
+
+def bootstrap(port, admin, filters=None, upstream_port=None, direct=False):
+    if direct:
+        chain = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "upstream",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "{\"ok\":true}"}}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }
+    else:
+        chain = hcm(filters or [])
+    cfg = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": chain}]}]}],
+            "clusters": [] if direct else [{
+                "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+    return cfg
+
+
+def jwt_authn_filters(jwks, cache, consent_jwks=None):
+    """Envoy's native JWT filter plus RBAC requiring the scope: the same token checks nhi-guard does first."""
+    provider = {
+        "issuer": ISS, "audiences": [AUD],
+        "local_jwks": {"inline_string": json.dumps(jwks)},
+        "payload_in_metadata": "access_token",
+        "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
+        "clock_skew_seconds": 30,
+    }
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 4096}
+    providers = {"bank": provider}
+    requires = {"provider_name": "bank"}
+    if consent_jwks is not None:
+        providers["consent"] = {
+            "issuer": "https://consent.bank.example", "audiences": [AUD],
+            "local_jwks": {"inline_string": json.dumps(consent_jwks)},
+            "from_headers": [{"name": "x-consent"}], "payload_in_metadata": "consent",
+        }
+        requires = {"requires_all": {"requirements": [{"provider_name": "bank"}, {"provider_name": "consent"}]}}
+    return [
+        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+        }},
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"scope": {
+                "permissions": [{"any": True}],
+                "principals": [{"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": "access_token"}, {"key": "scope"}],
+                                             "value": {"list_match": {"one_of": {"string_match": {"exact": "accounts"}}}}}}],
+            }}},
+        }},
+    ]
+
+
+def nhi_guard_filters():
+    with open(POLICY) as f:
+        policy = f.read()
+    return [{"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "nhi_guard", "root_id": "nhi_guard", "failure_policy": "FAIL_CLOSED",
+                   "vm_config": {"vm_id": "nhi_guard", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy}},
+    }}]
+
+
+class Envoy:
+    def __init__(self, name, cfg, concurrency):
+        self.name = name
+        self.admin = cfg["admin"]["address"]["socket_address"]["port_value"]
+        self.port = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+        path = os.path.join(WORK, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        self.log = open(os.path.join(WORK, f"{name}.log"), "w")
+        self.proc = subprocess.Popen([ENVOY, "-c", path, "--concurrency", str(concurrency), "--base-id", str(self.port), "-l", "warning"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: {name} exited; see {self.log.name}")
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1).status == 200:
+                    return
+            except Exception:
+                time.sleep(0.1)
+        raise SystemExit(f"bench: {name} not ready")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def mint(key, kid, count, client="moneywise-app", scope="accounts payments", extra=()):
+    cmd = [CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys", key), "--kid", kid, "--iss", ISS, "--aud", AUD,
+           "--client", client, "--sub", "customer-8841", "--scope", scope, "--ttl", "600", "--count", str(count), *extra]
+    if key.startswith("as-ps256"):
+        cmd += ["--alg", "PS256"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
+    return out
+
+
+def garbage(count):
+    return [f"eyJhbGciOiJFUzI1NiJ9.not-base64-{i}!.x" for i in range(count)]
+
+
+def forged(tokens):
+    """Same header and claims, last signature character changed: passes every pre-check but the signature."""
+    out = []
+    for t in tokens:
+        head, sig = t.rsplit(".", 1)
+        out.append(f"{head}.{('A' if sig[0] != 'A' else 'B')}{sig[1:]}")
+    return out
+
+
+LUA = """
+local tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = line end
+local consent = nil
+%s
+local i = 0
+request = function()
+  i = i %% #tokens + 1
+  local headers = { ["Authorization"] = "Bearer " .. tokens[i] }
+  if consent then headers["x-consent"] = consent[i] end
+  return wrk.format("GET", "%s", headers)
+end
+"""
+
+
+def wrk(port, tokens, consent=None):
+    tok_file = os.path.join(WORK, f"tokens-{len(tokens)}-{hash(tokens[0]) & 0xffff}.txt")
+    with open(tok_file, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    consent_lua = ""
+    if consent:
+        c_file = tok_file + ".consent"
+        with open(c_file, "w") as f:
+            f.write("\n".join(consent) + "\n")
+        consent_lua = f'consent = {{}}\nfor line in io.lines("{c_file}") do consent[#consent + 1] = line end'
+    script = os.path.join(WORK, "rotate.lua")
+    with open(script, "w") as f:
+        f.write(LUA % (tok_file, consent_lua, PATH))
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{PATH}"],
+                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return {"rps": rps, "total": total, "p50": lat(50), "p99": lat(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measure(front, tokens, consent=None):
+    c0 = front.cpu_seconds()
+    r = wrk(front.port, tokens, consent)
+    r["cpu_us"] = (front.cpu_seconds() - c0) * 1e6 / max(r["total"], 1)
+    return r
+
+
+def main():
+    for tool in ("wrk",):
+        if not shutil.which(tool):
+            raise SystemExit("bench: wrk is missing (scripts/bench.sh installs it)")
+    up_port, up_admin = free_port(), free_port()
+    upstream = Envoy("upstream", bootstrap(up_port, up_admin, direct=True), 1)
+    jwks = json.loads(subprocess.run([CLI, "jwks", f"{ROOT}/policies/demo-keys/as-es256.pem:as-es256", f"{ROOT}/policies/demo-keys/as-eddsa.pem:as-eddsa",
+                                      f"{ROOT}/policies/demo-keys/as-ps256.pem:as-ps256:PS256"], check=True, capture_output=True, text=True).stdout)
+    configs = {
+        "passthrough": [],
+        "jwt_authn+RBAC": jwt_authn_filters(jwks, cache=False),
+        "jwt_authn+RBAC cached": jwt_authn_filters(jwks, cache=True),
+        "nhi-guard": nhi_guard_filters(),
+    }
+    fronts = {}
+    try:
+        for name, filters in configs.items():
+            fronts[name] = Envoy(name.replace(" ", "_").replace("+", "_"), bootstrap(free_port(), free_port(), filters, up_port), 2)
+        print(f"bench: tokens ({COLD_TOKENS} per cold scenario)...", file=sys.stderr)
+        es = mint("as-es256.pem", "as-es256", COLD_TOKENS)
+        scenarios = [
+            ("hot: one ES256 token", es[:1], ["passthrough", "jwt_authn+RBAC", "jwt_authn+RBAC cached", "nhi-guard"], True),
+            ("cold: distinct ES256 tokens", es, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
+        ]
+        if not SMOKE:
+            ed = mint("as-eddsa.pem", "as-eddsa", COLD_TOKENS)
+            ps = mint("as-ps256.pem", "as-ps256", 5000)
+            scenarios += [
+                ("forged flood: distinct bad signatures", forged(es), ["passthrough", "jwt_authn+RBAC", "nhi-guard"], False),
+                ("garbage flood: malformed tokens", garbage(COLD_TOKENS), ["passthrough", "jwt_authn+RBAC", "nhi-guard"], False),
+                ("cold: distinct EdDSA tokens", ed, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
+                ("cold: distinct PS256 tokens", ps, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
+            ]
+        results = []
+        for title, tokens, names, expect_ok in scenarios:
+            runs = {n: [] for n in names}
+            for _ in range(ROUNDS):
+                for n in names:
+                    r = measure(fronts[n], tokens)
+                    if n != "passthrough" and expect_ok and r["non2xx"] > 0:
+                        raise SystemExit(f"bench: {n} denied {r['non2xx']} valid requests in '{title}'; see {WORK}")
+                    if n != "passthrough" and not expect_ok and r["non2xx"] < r["total"] * 0.99:
+                        raise SystemExit(f"bench: {n} let bad tokens through in '{title}'")
+                    runs[n].append(r)
+            results.append((title, {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for n, rs in runs.items()}))
+        memory = None
+        if not SMOKE:
+            ng = fronts["nhi-guard"]
+            before = ng.rss_mib()
+            many = mint("as-es256.pem", "as-es256", 100_000)
+            measure(ng, many)
+            memory = (before, ng.rss_mib())
+        report(results, memory)
+    finally:
+        for f in fronts.values():
+            f.stop()
+        upstream.stop()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+def report(results, memory):
+    cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
+    lines = [f"Machine: {os.cpu_count()} cores ({cpu}); Envoy 1.40 --concurrency 2; wrk -t2 -c{CONNECTIONS} -d{DURATION}s; "
+             f"median of {ROUNDS} interleaved rounds; {'SMOKE RUN, not a measurement' if SMOKE else time.strftime('%Y-%m-%d')}", ""]
+    lines.append("| scenario | config | req/s | p50 ms | p99 ms | Envoy CPU us/req | vs passthrough | vs jwt_authn+RBAC |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for title, rs in results:
+        base = rs["passthrough"]["rps"]
+        jwt = rs.get("jwt_authn+RBAC cached" if title.startswith("hot") else "jwt_authn+RBAC", {}).get("rps")
+        for n, r in rs.items():
+            vs_jwt = f"{r['rps'] / jwt:.2f}" if jwt and n == "nhi-guard" else ""
+            lines.append(f"| {title} | {n} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / base:.2f} | {vs_jwt} |")
+    if memory:
+        lines += ["", f"nhi-guard Envoy RSS: {memory[0]:.0f} MiB after warm-up, {memory[1]:.0f} MiB after 100k distinct tokens "
+                      f"(token cache: 4096 entries per worker)."]
+    text = "\n".join(lines)
+    print(text)
+    out = os.path.join(ROOT, "target/bench-results.md")
+    with open(out, "w") as f:
+        f.write(text + "\n")
+    print(f"\n(written to {out})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

