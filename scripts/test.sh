@@ -20,7 +20,7 @@ step "core, CLI and end-to-end tests (native; e2e drives the real Envoy)"
 cargo test --quiet
 
 step "core tests compiled to wasm32-unknown-unknown, run by wasm-bindgen-test under Node"
-cargo test --quiet --lib --target wasm32-unknown-unknown
+cargo test --lib --target wasm32-unknown-unknown
 
 step "demo check: Envoy + filter + example policy + upstream, and the curl lines it prints"
 scripts/demo.sh --check
