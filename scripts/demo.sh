@@ -38,21 +38,33 @@ curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null || { echo "demo: Envoy did n
 
 ISS=https://auth.bank.example
 AUD=https://api.bank.example/open-banking
+# Access tokens from the authorization server; customer-8841 is the customer who consented.
 mint() { $CLI token --key policies/demo-keys/as-es256.pem --kid as-es256 --iss $ISS --aud $AUD "$@"; }
+# Consent artefacts from the bank's consent service (its own issuer and key).
+consent() { $CLI consent --key policies/demo-keys/consent-es256.pem --kid consent-es256 --iss https://consent.bank.example --sub customer-8841 "$@"; }
 GOOD=$(mint --client moneywise-app --sub customer-8841 --scope "accounts payments")
+CC=$(mint --client moneywise-app --scope "accounts payments")
 READONLY=$(mint --client moneywise-insights --sub customer-8841 --scope "accounts")
 OFFBOARDED=$(mint --client quickloans-app --sub customer-8841 --scope "accounts")
-LONG=$(mint --client moneywise-app --scope "accounts" --ttl 86400)
-EXPIRED=$(mint --client moneywise-app --scope "accounts" --iat-offset -900 --ttl 300)
+LONG=$(mint --client moneywise-app --sub customer-8841 --scope "accounts" --ttl 86400)
+EXPIRED=$(mint --client moneywise-app --sub customer-8841 --scope "accounts" --iat-offset -900 --ttl 300)
+BALANCES=$(consent --client moneywise-app --consent-id aac-3f9e --permissions "ReadAccountsBasic ReadBalances")
+OTHER_PARTNER=$(consent --client moneywise-insights --consent-id aac-77c1 --permissions "ReadBalances")
+QUICKLOANS=$(consent --client quickloans-app --consent-id aac-0b12 --permissions "ReadBalances")
 URL=http://127.0.0.1:$PORT
 
 # expected status | expected reason (or x-nhi-route for 200) | what it shows | curl arguments
 scenarios=(
-  "200|balances|a partner app with the accounts scope reads balances|-H 'Authorization: Bearer $GOOD' $URL/accounts/22289/balances"
-  "200|balances|spoofed x-nhi-* headers are replaced by verified ones|-H 'Authorization: Bearer $GOOD' -H 'x-nhi-client: internal-admin' $URL/accounts/22289/balances"
+  "200|balances|machine authority and the customer's consent both allow: balances|-H 'Authorization: Bearer $GOOD' -H 'x-consent: $BALANCES' $URL/accounts/22289/balances"
+  "200|balances|spoofed x-nhi-* headers are replaced by verified ones|-H 'Authorization: Bearer $GOOD' -H 'x-consent: $BALANCES' -H 'x-nhi-client: internal-admin' $URL/accounts/22289/balances"
+  "403|consent_permission_missing|a balances consent used on transactions|-H 'Authorization: Bearer $GOOD' -H 'x-consent: $BALANCES' $URL/accounts/22289/transactions"
+  "403|consent_client_mismatch|a consent granted to another partner app|-H 'Authorization: Bearer $GOOD' -H 'x-consent: $OTHER_PARTNER' $URL/accounts/22289/balances"
+  "403|partner_offboarded|a fine consent, but the partner was offboarded|-H 'Authorization: Bearer $OFFBOARDED' -H 'x-consent: $QUICKLOANS' $URL/accounts/22289/balances"
+  "403|consent_missing|a valid machine token and no consent|-H 'Authorization: Bearer $GOOD' $URL/accounts/22289/balances"
+  "403|client_credentials_on_customer_route|a client-credentials token on customer data|-H 'Authorization: Bearer $CC' -H 'x-consent: $BALANCES' $URL/accounts/22289/balances"
+  "200|account-access-consents-create|a client-credentials token creates a consent resource|-X POST -H 'Authorization: Bearer $CC' $URL/account-access-consents"
   "401|token_missing|no token|$URL/accounts/22289/balances"
   "403|scope_missing|an accounts-only token tries a payment|-X POST -H 'Authorization: Bearer $READONLY' $URL/domestic-payments"
-  "403|partner_offboarded|a valid token of an offboarded partner|-H 'Authorization: Bearer $OFFBOARDED' $URL/accounts/22289/balances"
   "401|token_lifetime_too_long|a day-long token on a 10-minute route|-H 'Authorization: Bearer $LONG' $URL/accounts/22289/balances"
   "401|token_expired|an expired token|-H 'Authorization: Bearer $EXPIRED' $URL/accounts"
   "400|token_in_query|a token in the query string|'$URL/accounts?access_token=$GOOD'"

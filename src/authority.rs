@@ -14,6 +14,7 @@ pub struct Authority<'p> {
     pub partner: Option<&'p Partner>,
 }
 
+/// The token's client may call the route: registration, partner, route kind, scopes within ceiling.
 pub fn check<'p>(
     policy: &'p Policy,
     route: &RouteRule,
@@ -21,6 +22,28 @@ pub fn check<'p>(
     now: i64,
 ) -> Result<Authority<'p>, Reason> {
     let client = policy.clients.get(&token.client_id).ok_or(Reason::ClientUnknown)?;
+    let partner = check_registration(policy, route, client, now)?;
+    for scope in &route.scopes {
+        if !token.has_scope(scope) {
+            return Err(Reason::ScopeMissing);
+        }
+    }
+    for scope in &route.scopes {
+        if !client.scope_ceiling.iter().any(|s| s == scope) {
+            return Err(Reason::ScopeBeyondCeiling);
+        }
+    }
+    Ok(Authority { client, partner })
+}
+
+/// A registered client is active, unexpired, of a kind the route allows, and its partner (for
+/// partner apps) is active with a running contract. Also applied to delegated actors.
+pub fn check_registration<'p>(
+    policy: &'p Policy,
+    route: &RouteRule,
+    client: &Client,
+    now: i64,
+) -> Result<Option<&'p Partner>, Reason> {
     match client.status {
         ClientStatus::Active => {}
         ClientStatus::Suspended | ClientStatus::Revoked => return Err(Reason::ClientInactive),
@@ -47,15 +70,5 @@ pub fn check<'p>(
     if !route.client_kinds.contains(&client.kind) {
         return Err(Reason::ClientKindNotAllowed);
     }
-    for scope in &route.scopes {
-        if !token.has_scope(scope) {
-            return Err(Reason::ScopeMissing);
-        }
-    }
-    for scope in &route.scopes {
-        if !client.scope_ceiling.iter().any(|s| s == scope) {
-            return Err(Reason::ScopeBeyondCeiling);
-        }
-    }
-    Ok(Authority { client, partner })
+    Ok(partner)
 }

@@ -1,13 +1,15 @@
 //! The pipeline that turns request facts into a `Decision`, and the decision's HTTP rendering.
 //!
-//! route -> credential -> token -> machine authority. Pure: no host calls; the host shell
-//! gathers `RequestFacts`, calls `Engine::decide`, and applies the result.
+//! route -> credential -> token -> machine authority -> delegation -> consent. Pure: no host calls;
+//! the host shell gathers `RequestFacts`, calls `Engine::decide`, and applies the result.
 
 use crate::authority::{self, Authority};
+use crate::consent::{ConsentUse, ConsentVerifier};
 use crate::credentials;
+use crate::delegation;
 use crate::jwt::verifier::SignatureVerifier;
 use crate::jwt::{Authenticator, VerifiedToken};
-use crate::policy::{Policy, RouteRule};
+use crate::policy::{Client, Policy, RouteRule};
 use crate::reason::Reason;
 use crate::route;
 use std::rc::Rc;
@@ -23,6 +25,8 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// Every `Authorization` header value, in order, as raw bytes.
     pub authorization: &'a [&'a [u8]],
+    /// Every value of the policy's consent header (`consent.header`), as raw bytes.
+    pub consent: &'a [&'a [u8]],
     /// Unix seconds.
     pub now: i64,
 }
@@ -34,6 +38,10 @@ pub struct Allow<'p> {
     pub authority: Authority<'p>,
     pub token: Rc<VerifiedToken>,
     pub cache_hit: bool,
+    /// The current actor under delegation.
+    pub actor: Option<&'p Client>,
+    /// The consent the route relied on, for routes that need one.
+    pub consent: Option<ConsentUse>,
 }
 
 /// The request is refused.
@@ -65,13 +73,16 @@ impl<'p> Decision<'p> {
 /// A compiled policy plus this worker's verification state.
 pub struct Engine {
     policy: Rc<Policy>,
+    verifier: Box<dyn SignatureVerifier>,
     authenticator: Authenticator,
+    consents: ConsentVerifier,
 }
 
 impl Engine {
     pub fn new(policy: Rc<Policy>, verifier: Box<dyn SignatureVerifier>) -> Self {
-        let authenticator = Authenticator::new(&policy, verifier);
-        Engine { policy, authenticator }
+        let authenticator = Authenticator::new(&policy);
+        let consents = ConsentVerifier::new(&policy);
+        Engine { policy, verifier, authenticator, consents }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -79,7 +90,7 @@ impl Engine {
     }
 
     pub fn backend(&self) -> &'static str {
-        self.authenticator.backend()
+        self.verifier.name()
     }
 
     pub fn cached_tokens(&self) -> usize {
@@ -87,11 +98,20 @@ impl Engine {
     }
 
     pub fn decide(&mut self, facts: &RequestFacts<'_>) -> Decision<'_> {
-        decide_with(&self.policy, &mut self.authenticator, facts)
+        let state =
+            State { verifier: self.verifier.as_ref(), tokens: &mut self.authenticator, consents: &mut self.consents };
+        decide_with(&self.policy, state, facts)
     }
 }
 
-fn decide_with<'p>(policy: &'p Policy, auth: &mut Authenticator, facts: &RequestFacts<'_>) -> Decision<'p> {
+/// The per-worker mutable state one decision uses.
+struct State<'e> {
+    verifier: &'e dyn SignatureVerifier,
+    tokens: &'e mut Authenticator,
+    consents: &'e mut ConsentVerifier,
+}
+
+fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
     let realm = policy.realm.as_str();
     let deny = |reason, route, client_id| Decision::Deny(Deny { reason, route, client_id, realm });
     let Some((path, query)) = route::guard_path(facts.path) else {
@@ -107,16 +127,25 @@ fn decide_with<'p>(policy: &'p Policy, auth: &mut Authenticator, facts: &Request
         Ok(t) => t,
         Err(r) => return deny(r, Some(route), None),
     };
-    let authenticated = match auth.authenticate(policy, route, token, facts.now) {
+    let authenticated = match state.tokens.authenticate(policy, route, token, facts.now, state.verifier) {
         Ok(a) => a,
         Err(r) => return deny(r, Some(route), None),
     };
-    match authority::check(policy, route, &authenticated.token, facts.now) {
-        Ok(authority) => {
-            Decision::Allow(Allow { route, authority, token: authenticated.token, cache_hit: authenticated.cache_hit })
-        }
-        Err(r) => deny(r, Some(route), Some(authenticated.token.client_id.clone())),
-    }
+    let token = authenticated.token;
+    let client_denial = |r| deny(r, Some(route), Some(token.client_id.clone()));
+    let authority = match authority::check(policy, route, &token, facts.now) {
+        Ok(a) => a,
+        Err(r) => return client_denial(r),
+    };
+    let actor = match delegation::check_actor(policy, route, &token, facts.now) {
+        Ok(a) => a,
+        Err(r) => return client_denial(r),
+    };
+    let consent = match state.consents.check(policy, route, &token, facts.consent, facts.now, state.verifier) {
+        Ok(c) => c,
+        Err(r) => return client_denial(r),
+    };
+    Decision::Allow(Allow { route, authority, token, cache_hit: authenticated.cache_hit, actor, consent })
 }
 
 impl Allow<'_> {
@@ -130,6 +159,13 @@ impl Allow<'_> {
         ];
         if let Some(p) = self.authority.partner {
             h.push(("x-nhi-partner", p.id.as_str()));
+        }
+        if let Some(a) = self.actor {
+            h.push(("x-nhi-actor", a.id.as_str()));
+        }
+        if let Some(c) = &self.consent {
+            h.push(("x-nhi-consent-id", c.id.as_str()));
+            h.push(("x-nhi-consent-permissions", c.permissions_used.as_str()));
         }
         h
     }

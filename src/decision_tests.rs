@@ -16,7 +16,15 @@ struct Case {
     method: &'static str,
     path: &'static str,
     authorization: Vec<String>,
+    consent: Vec<String>,
     expect: Result<&'static str, Reason>,
+}
+
+impl Case {
+    fn consent(mut self, values: Vec<String>) -> Case {
+        self.consent = values;
+        self
+    }
 }
 
 fn case(
@@ -26,7 +34,7 @@ fn case(
     auth: Vec<String>,
     expect: Result<&'static str, Reason>,
 ) -> Case {
-    Case { name, method, path, authorization: auth, expect }
+    Case { name, method, path, authorization: auth, consent: Vec::new(), expect }
 }
 
 fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
@@ -344,6 +352,161 @@ fn cases() -> Vec<Case> {
             Err(Reason::PartnerContractEnded),
         ),
     ]
+    .into_iter()
+    .chain(consent_cases())
+    .collect()
+}
+
+/// Customer consent and delegation: machine authority and consent must both allow.
+fn consent_cases() -> Vec<Case> {
+    let b = |t: String| vec![bearer(&t)];
+    let bal = "/accounts/22289/balances";
+    let tx = "/accounts/22289/transactions";
+    let machine = token(&customer_claims("moneywise-app", "accounts payments"));
+    let balances_consent = artefact(&artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]));
+    let c = |claims: serde_json::Value| vec![artefact(&claims)];
+    let forged_consent = sign_jws(
+        &json!({"alg": "ES256", "typ": "consent+jwt", "kid": "consent-es256"}),
+        &artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]),
+        &attacker(),
+    );
+    let as_signed = |iss: &str| {
+        let mut claims = artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]);
+        claims["iss"] = json!(iss);
+        sign_jws(&json!({"alg": "ES256", "typ": "consent+jwt", "kid": "as-es256"}), &claims, &es256())
+    };
+    let act = |actor: serde_json::Value| token(&with(claims("moneywise-app", "accounts"), "act", actor));
+    let artefact_for = |client: &str, id: &str, perms: &[&str]| c(artefact_claims(client, id, perms));
+    vec![
+        case("artefact consent", "GET", bal, b(machine.clone()), Ok("balances"))
+            .consent(vec![balances_consent.clone()]),
+        case("token-carried consent", "GET", bal, b(token(&claims("moneywise-app", "accounts"))), Ok("balances")),
+        case("transactions: any-of and all-of groups", "GET", tx, b(machine.clone()), Ok("transactions"))
+            .consent(artefact_for("moneywise-app", "aac-2", &["ReadTransactionsDetail", "ReadTransactionsCredits"])),
+        case("transactions: one group unmet", "GET", tx, b(machine.clone()), Err(Reason::ConsentPermissionMissing))
+            .consent(artefact_for("moneywise-app", "aac-2", &["ReadTransactionsDetail"])),
+        case(
+            "balances consent used on transactions",
+            "GET",
+            tx,
+            b(machine.clone()),
+            Err(Reason::ConsentPermissionMissing),
+        )
+        .consent(vec![balances_consent.clone()]),
+        case(
+            "valid consent, offboarded partner",
+            "GET",
+            bal,
+            b(token(&customer_claims("quickloans-app", "accounts"))),
+            Err(Reason::PartnerOffboarded),
+        )
+        .consent(artefact_for("quickloans-app", "aac-3", &["ReadBalances"])),
+        case(
+            "valid consent, token lacks the scope",
+            "POST",
+            "/domestic-payments",
+            b(token(&customer_claims("moneywise-app", "accounts"))),
+            Err(Reason::ScopeMissing),
+        )
+        .consent(artefact_for("moneywise-app", "pay-1", &["CreateDomesticPayment"])),
+        case("valid machine, no consent", "GET", bal, b(machine.clone()), Err(Reason::ConsentMissing)),
+        case("consent expired", "GET", bal, b(machine.clone()), Err(Reason::ConsentExpired)).consent(c(with(
+            with(artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]), "iat", json!(NOW - 7200)),
+            "exp",
+            json!(NOW - 3600),
+        ))),
+        case("consent revoked", "GET", bal, b(machine.clone()), Err(Reason::ConsentRevoked)).consent(artefact_for(
+            "moneywise-app",
+            "aac-revoked-7d1e",
+            &["ReadBalances"],
+        )),
+        case(
+            "token-carried consent revoked",
+            "GET",
+            bal,
+            b(token(&with(claims("moneywise-app", "accounts"), "consent_id", json!("aac-revoked-7d1e")))),
+            Err(Reason::ConsentRevoked),
+        ),
+        case("consent not authorised", "GET", bal, b(machine.clone()), Err(Reason::ConsentNotAuthorised)).consent(c(
+            with(
+                artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]),
+                "status",
+                json!("AwaitingAuthorisation"),
+            ),
+        )),
+        case("consent for another client", "GET", bal, b(machine.clone()), Err(Reason::ConsentClientMismatch))
+            .consent(artefact_for("moneywise-insights", "aac-1", &["ReadBalances"])),
+        case("consent of another customer", "GET", bal, b(machine.clone()), Err(Reason::ConsentSubjectMismatch))
+            .consent(c(with(
+                artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]),
+                "sub",
+                json!("customer-0001"),
+            ))),
+        case(
+            "client-credentials token on a customer route",
+            "GET",
+            bal,
+            b(token(&cc_claims("moneywise-app", "accounts"))),
+            Err(Reason::ClientCredentialsOnCustomerRoute),
+        )
+        .consent(vec![balances_consent.clone()]),
+        case(
+            "customer token on a consent-resource route",
+            "POST",
+            "/account-access-consents",
+            b(machine.clone()),
+            Err(Reason::CustomerTokenOnMachineRoute),
+        ),
+        case(
+            "client credentials on a consent-resource route",
+            "POST",
+            "/account-access-consents",
+            b(token(&cc_claims("moneywise-app", "accounts"))),
+            Ok("account-access-consents-create"),
+        ),
+        case("forged consent signature", "GET", bal, b(machine.clone()), Err(Reason::ConsentInvalid))
+            .consent(vec![forged_consent]),
+        case("consent signed by the access-token issuer", "GET", bal, b(machine.clone()), Err(Reason::ConsentInvalid))
+            .consent(vec![as_signed(ISS)]),
+        case(
+            "consent claiming the consent issuer, AS key",
+            "GET",
+            bal,
+            b(machine.clone()),
+            Err(Reason::ConsentInvalid),
+        )
+        .consent(vec![as_signed(CONSENT_ISS)]),
+        case("malformed consent", "GET", bal, b(machine.clone()), Err(Reason::ConsentInvalid))
+            .consent(vec!["not-a-jwt".into()]),
+        case("two consents", "GET", bal, b(machine.clone()), Err(Reason::ConsentDuplicated))
+            .consent(vec![balances_consent.clone(), balances_consent.clone()]),
+        case(
+            "artefact and token consent disagree",
+            "GET",
+            bal,
+            b(token(&claims("moneywise-app", "accounts"))),
+            Err(Reason::ConsentDuplicated),
+        )
+        .consent(vec![balances_consent.clone()]),
+        case("known actor", "GET", bal, b(act(json!({"sub": "moneywise-insights"}))), Ok("balances")),
+        case(
+            "nested actors are informational",
+            "GET",
+            bal,
+            b(act(json!({"sub": "moneywise-insights", "act": {"sub": "nobody-we-know"}}))),
+            Ok("balances"),
+        ),
+        case("unknown actor", "GET", bal, b(act(json!({"sub": "shadow-agent"}))), Err(Reason::ActorUnknown)),
+        case("suspended actor", "GET", bal, b(act(json!({"sub": "moneywise-beta"}))), Err(Reason::ActorNotAllowed)),
+        case(
+            "actor of an offboarded partner",
+            "GET",
+            bal,
+            b(act(json!({"sub": "quickloans-app"}))),
+            Err(Reason::ActorNotAllowed),
+        ),
+        case("malformed act", "GET", bal, b(act(json!("moneywise-insights"))), Err(Reason::TokenMalformed)),
+    ]
 }
 
 #[test]
@@ -352,7 +515,8 @@ fn every_case_gets_its_decision() {
     let mut failures = Vec::new();
     for c in cases() {
         let auth: Vec<&str> = c.authorization.iter().map(String::as_str).collect();
-        let got = decide(&mut engine, c.method, c.path, &auth);
+        let consent: Vec<&str> = c.consent.iter().map(String::as_str).collect();
+        let got = decide_with_consent(&mut engine, c.method, c.path, &auth, &consent);
         let got = got.as_ref().map(String::as_str).map_err(|r| *r);
         if got != c.expect {
             failures.push(format!("{}: expected {:?}, got {:?}", c.name, c.expect, got));
@@ -399,7 +563,7 @@ fn cached_tokens_still_meet_time_and_registry_rules() {
     };
     let run = |e: &mut Engine, (now, path, method, auth): (i64, &str, &str, Vec<String>)| {
         let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-        match e.decide(&RequestFacts { method, path, authorization: &a, now }) {
+        match e.decide(&RequestFacts { method, path, authorization: &a, consent: &[], now }) {
             Decision::Allow(a) => Ok(a.cache_hit),
             Decision::Deny(d) => Err(d.reason),
         }
@@ -468,7 +632,8 @@ fn allowed_requests_carry_verified_identity_only() {
     let mut e = engine();
     let t = bearer(&token(&with(claims("moneywise-app", "accounts payments"), "sub", json!("customer-8841"))));
     let auth = [t.as_bytes()];
-    let facts = RequestFacts { method: "GET", path: "/accounts/1/balances", authorization: &auth, now: NOW };
+    let facts =
+        RequestFacts { method: "GET", path: "/accounts/1/balances", authorization: &auth, consent: &[], now: NOW };
     let Decision::Allow(a) = e.decide(&facts) else { panic!("expected allow") };
     let h = a.upstream_headers();
     assert!(h.contains(&("x-nhi-route", "balances")));

@@ -4,8 +4,10 @@
 //! code that talks to proxy-wasm, and exists only in the `wasm32-wasip1` filter build.
 
 pub mod authority;
+pub mod consent;
 pub mod credentials;
 pub mod decision;
+pub mod delegation;
 pub mod jwt;
 pub mod policy;
 pub mod reason;

@@ -111,6 +111,42 @@ pub fn access_token_claims(iss: &str, aud: &str, client: &str, scope: &str, iat:
     })
 }
 
+/// Makes access-token claims customer-bound and consent-carrying: `sub` becomes the customer, and the
+/// token gets `consent_id` plus an RFC 9396 `authorization_details` entry of `details_type` granting `permissions`.
+pub fn with_token_consent(
+    mut claims: Value,
+    customer: &str,
+    consent_id: &str,
+    details_type: &str,
+    permissions: &[&str],
+) -> Value {
+    claims["sub"] = json!(customer);
+    claims["consent_id"] = json!(consent_id);
+    claims["authorization_details"] = json!([{ "type": details_type, "actions": permissions }]);
+    claims
+}
+
+/// Claims of a consent artefact: `customer` granted `client` the `permissions`, status Authorised.
+pub fn consent_claims(
+    iss: &str,
+    customer: &str,
+    client: &str,
+    consent_id: &str,
+    permissions: &[&str],
+    iat: i64,
+    ttl: i64,
+) -> Value {
+    json!({
+        "iss": iss, "sub": customer, "client_id": client, "consent_id": consent_id,
+        "permissions": permissions, "status": "Authorised", "iat": iat, "exp": iat + ttl,
+    })
+}
+
+/// The header of a consent artefact signed by `key` under `kid`.
+pub fn consent_header(key: &SigningKey, kid: &str) -> Value {
+    json!({"alg": key.alg().name(), "typ": "consent+jwt", "kid": kid})
+}
+
 /// The header of an RFC 9068 access token signed by `key` under `kid`.
 pub fn access_token_header(key: &SigningKey, kid: &str) -> Value {
     json!({"alg": key.alg().name(), "typ": "at+jwt", "kid": kid})
@@ -143,3 +179,53 @@ impl rsa::rand_core::RngCore for DeterministicRng {
 }
 
 impl rsa::rand_core::CryptoRng for DeterministicRng {}
+
+/// The example policy's parties (`policies/open-banking.json`), shared by the demo, tests and benchmarks.
+pub mod example {
+    use super::{access_token_claims, consent_claims, with_token_consent};
+    use serde_json::Value;
+
+    pub const ISS: &str = "https://auth.bank.example";
+    pub const AUD: &str = "https://api.bank.example/open-banking";
+    pub const CONSENT_ISS: &str = "https://consent.bank.example";
+    pub const CUSTOMER: &str = "customer-8841";
+    pub const DETAILS_TYPE: &str = "openbanking_account_access";
+    /// One permission for each consent group the example routes use.
+    pub const ALL_PERMISSIONS: &[&str] = &[
+        "ReadAccountsBasic",
+        "ReadBalances",
+        "ReadTransactionsDetail",
+        "ReadTransactionsCredits",
+        "ReadBeneficiariesBasic",
+        "CreateDomesticPayment",
+    ];
+
+    /// A token of `client` acting for CUSTOMER with `scope`, carrying a consent (id `aac-8841`) that
+    /// grants every permission; issued at `iat`, living 5 minutes.
+    pub fn customer_claims(client: &str, scope: &str, iat: i64) -> Value {
+        with_token_consent(
+            client_credentials_claims(client, scope, iat),
+            CUSTOMER,
+            "aac-8841",
+            DETAILS_TYPE,
+            ALL_PERMISSIONS,
+        )
+    }
+
+    /// A client-credentials token: no customer (`sub` is the client), no consent.
+    pub fn client_credentials_claims(client: &str, scope: &str, iat: i64) -> Value {
+        access_token_claims(ISS, AUD, client, scope, iat, 300)
+    }
+
+    /// A token bound to CUSTOMER without consent claims (the consent comes as an artefact).
+    pub fn customer_without_consent(client: &str, scope: &str, iat: i64) -> Value {
+        let mut c = client_credentials_claims(client, scope, iat);
+        c["sub"] = serde_json::json!(CUSTOMER);
+        c
+    }
+
+    /// Artefact claims: CUSTOMER granted `client` the `permissions`, for an hour from `iat`.
+    pub fn artefact_claims(client: &str, consent_id: &str, permissions: &[&str], iat: i64) -> Value {
+        consent_claims(CONSENT_ISS, CUSTOMER, client, consent_id, permissions, iat, 3600)
+    }
+}

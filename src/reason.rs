@@ -83,6 +83,21 @@ reasons! {
     PartnerSuspended => ("partner_suspended", 403, None, "the client's partner is suspended"),
     PartnerOffboarded => ("partner_offboarded", 403, None, "the client's partner has been offboarded"),
     PartnerContractEnded => ("partner_contract_ended", 403, None, "the client's partner contract has ended"),
+    // Customer consent.
+    ClientCredentialsOnCustomerRoute => ("client_credentials_on_customer_route", 403, None, "the route needs a customer's consent but the token has no customer (sub is the client)"),
+    CustomerTokenOnMachineRoute => ("customer_token_on_machine_route", 403, None, "the route is machine-only and refuses tokens bound to a customer"),
+    ConsentMissing => ("consent_missing", 403, None, "the route needs a customer's consent and none was presented"),
+    ConsentDuplicated => ("consent_duplicated", 400, InvalidRequest, "more than one consent was presented"),
+    ConsentInvalid => ("consent_invalid", 403, None, "the consent is malformed, not signed by the consent service, or signed with an unknown key"),
+    ConsentExpired => ("consent_expired", 403, None, "the consent has expired"),
+    ConsentNotAuthorised => ("consent_not_authorised", 403, None, "the consent's status is not Authorised"),
+    ConsentRevoked => ("consent_revoked", 403, None, "the consent has been revoked"),
+    ConsentClientMismatch => ("consent_client_mismatch", 403, None, "the consent was granted to another client"),
+    ConsentSubjectMismatch => ("consent_subject_mismatch", 403, None, "the consent was granted by another customer"),
+    ConsentPermissionMissing => ("consent_permission_missing", 403, None, "the consent does not grant a permission the route needs"),
+    // Delegation (RFC 8693).
+    ActorUnknown => ("actor_unknown", 403, None, "the token's acting party (act.sub) is not a registered client"),
+    ActorNotAllowed => ("actor_not_allowed", 403, None, "the token's acting party is inactive, expired or not allowed on the route"),
     // Engine.
     PolicyUnavailable => ("policy_unavailable", 503, None, "the filter has no valid policy; failing closed"),
     VerifierError => ("verifier_error", 503, None, "the signature verifier failed; failing closed"),
@@ -141,7 +156,7 @@ mod tests {
             match r.challenge() {
                 Challenge::InvalidToken | Challenge::Bare => assert_eq!(r.status(), 401, "{:?}", r),
                 Challenge::InsufficientScope => assert_eq!(r.status(), 403),
-                Challenge::InvalidRequest => assert_eq!(r.status(), 400),
+                Challenge::InvalidRequest => assert_eq!(r.status(), 400, "{:?}", r),
                 Challenge::None => assert!(r.status() == 403 || r.status() == 503),
             }
             assert!(!r.description().contains('"'), "descriptions go inside a quoted-string");

@@ -4,7 +4,7 @@
 use crate::decision::{Decision, Engine, RequestFacts};
 use crate::jwt::keys::Alg;
 use crate::jwt::verifier::PureRust;
-use crate::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use crate::mint::{access_token_header, consent_header, example, sign_jws, SigningKey};
 use crate::policy::Policy;
 use crate::reason::Reason;
 use serde_json::Value;
@@ -12,8 +12,7 @@ use std::rc::Rc;
 
 /// 2026-11-24T00:00:00Z: every unit test runs at this instant.
 pub const NOW: i64 = 1_795_478_400;
-pub const ISS: &str = "https://auth.bank.example";
-pub const AUD: &str = "https://api.bank.example/open-banking";
+pub use crate::mint::example::{AUD, ISS};
 
 pub const POLICY_JSON: &str = include_str!("../policies/open-banking.json");
 
@@ -38,9 +37,37 @@ pub fn attacker() -> SigningKey {
     SigningKey::es256_from_bytes(&[7u8; 32]).unwrap()
 }
 
-/// Valid claims for `client` with `scope`, issued 10 s before NOW, living 5 minutes.
+pub use crate::mint::example::CONSENT_ISS;
+
+/// Valid claims for `client` acting for CUSTOMER with `scope` and a consent granting every
+/// permission, issued 10 s before NOW, living 5 minutes.
 pub fn claims(client: &str, scope: &str) -> Value {
-    access_token_claims(ISS, AUD, client, scope, NOW - 10, 300)
+    example::customer_claims(client, scope, NOW - 10)
+}
+
+/// Customer-bound claims without consent: the consent comes as an artefact.
+pub fn customer_claims(client: &str, scope: &str) -> Value {
+    example::customer_without_consent(client, scope, NOW - 10)
+}
+
+/// Client-credentials claims: no customer (`sub` is the client), no consent.
+pub fn cc_claims(client: &str, scope: &str) -> Value {
+    example::client_credentials_claims(client, scope, NOW - 10)
+}
+
+pub fn consent_key() -> SigningKey {
+    SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/consent-es256.pem"), Alg::PS256).unwrap()
+}
+
+/// A consent artefact signed by the consent service.
+pub fn artefact(claims: &Value) -> String {
+    let key = consent_key();
+    sign_jws(&consent_header(&key, "consent-es256"), claims, &key)
+}
+
+/// Artefact claims: CUSTOMER granted `client` the `permissions`, for an hour from NOW - 60.
+pub fn artefact_claims(client: &str, consent_id: &str, permissions: &[&str]) -> Value {
+    example::artefact_claims(client, consent_id, permissions, NOW - 60)
 }
 
 pub fn token(claims: &Value) -> String {
@@ -54,8 +81,20 @@ pub fn engine() -> Engine {
 
 /// Runs one request; `Ok(route id)` when allowed.
 pub fn decide(engine: &mut Engine, method: &str, path: &str, authorization: &[&str]) -> Result<String, Reason> {
+    decide_with_consent(engine, method, path, authorization, &[])
+}
+
+/// Runs one request with consent-header values.
+pub fn decide_with_consent(
+    engine: &mut Engine,
+    method: &str,
+    path: &str,
+    authorization: &[&str],
+    consent: &[&str],
+) -> Result<String, Reason> {
     let authorization: Vec<&[u8]> = authorization.iter().map(|a| a.as_bytes()).collect();
-    let facts = RequestFacts { method, path, authorization: &authorization, now: NOW };
+    let consent: Vec<&[u8]> = consent.iter().map(|a| a.as_bytes()).collect();
+    let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now: NOW };
     match engine.decide(&facts) {
         Decision::Allow(a) => Ok(a.route.id.clone()),
         Decision::Deny(d) => Err(d.reason),

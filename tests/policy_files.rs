@@ -104,40 +104,86 @@ fn cli_check_passes_the_example_and_fails_a_broken_policy() {
     );
 }
 
+fn engine() -> nhi_guard::Engine {
+    let text = std::fs::read_to_string(repo("policies/open-banking.json")).unwrap();
+    let policy = std::rc::Rc::new(nhi_guard::load_policy(&text, "p").unwrap());
+    nhi_guard::Engine::new(policy, Box::new(nhi_guard::jwt::verifier::PureRust))
+}
+
+fn decide(
+    engine: &mut nhi_guard::Engine,
+    method: &str,
+    path: &str,
+    token: &str,
+    consent: Option<&str>,
+) -> Result<(), String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let auth = format!("Bearer {token}");
+    let consent: Vec<&[u8]> = consent.iter().map(|c| c.as_bytes()).collect();
+    let facts = nhi_guard::RequestFacts { method, path, authorization: &[auth.as_bytes()], consent: &consent, now };
+    match engine.decide(&facts) {
+        nhi_guard::Decision::Allow(_) => Ok(()),
+        nhi_guard::Decision::Deny(d) => Err(d.reason.code().to_string()),
+    }
+}
+
+const TOKEN_ARGS: &[&str] = &[
+    "token",
+    "--key",
+    "policies/demo-keys/as-es256.pem",
+    "--kid",
+    "as-es256",
+    "--iss",
+    "https://auth.bank.example",
+    "--aud",
+    "https://api.bank.example/open-banking",
+    "--client",
+    "moneywise-app",
+    "--scope",
+    "accounts",
+];
+
 #[test]
 fn cli_tokens_are_accepted_by_the_engine() {
-    let out = cli(&[
-        "token",
-        "--key",
-        "policies/demo-keys/as-es256.pem",
-        "--kid",
-        "as-es256",
-        "--iss",
-        "https://auth.bank.example",
-        "--aud",
-        "https://api.bank.example/open-banking",
-        "--client",
-        "moneywise-app",
-        "--scope",
-        "accounts",
-        "--count",
-        "3",
-    ]);
+    let out = cli(&[TOKEN_ARGS, &["--count", "3"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tokens: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
     assert_eq!(tokens.len(), 3);
     assert!(tokens[0] != tokens[1], "--count gives distinct tokens");
-    let policy = std::rc::Rc::new(
-        nhi_guard::load_policy(&std::fs::read_to_string(repo("policies/open-banking.json")).unwrap(), "p").unwrap(),
-    );
-    let mut engine = nhi_guard::Engine::new(policy, Box::new(nhi_guard::jwt::verifier::PureRust));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut engine = engine();
     for t in &tokens {
-        let auth = format!("Bearer {t}");
-        let facts =
-            nhi_guard::RequestFacts { method: "GET", path: "/accounts", authorization: &[auth.as_bytes()], now };
-        assert!(matches!(engine.decide(&facts), nhi_guard::Decision::Allow(_)));
+        assert_eq!(decide(&mut engine, "POST", "/account-access-consents", t, None), Ok(()));
     }
+}
+
+#[test]
+fn cli_consent_artefacts_are_accepted_by_the_engine() {
+    let token = String::from_utf8(cli(&[TOKEN_ARGS, &["--sub", "customer-8841"]].concat()).stdout).unwrap();
+    let out = cli(&[
+        "consent",
+        "--key",
+        "policies/demo-keys/consent-es256.pem",
+        "--kid",
+        "consent-es256",
+        "--iss",
+        "https://consent.bank.example",
+        "--client",
+        "moneywise-app",
+        "--sub",
+        "customer-8841",
+        "--consent-id",
+        "aac-1",
+        "--permissions",
+        "ReadBalances ReadAccountsBasic",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let consent = String::from_utf8(out.stdout).unwrap();
+    let mut engine = engine();
+    assert_eq!(decide(&mut engine, "GET", "/accounts/1/balances", token.trim(), Some(consent.trim())), Ok(()));
+    assert_eq!(
+        decide(&mut engine, "GET", "/accounts/1/transactions", token.trim(), Some(consent.trim())),
+        Err("consent_permission_missing".to_string())
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use nhi_guard::envoy_config::{render, EnvoyLayout};
 use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use nhi_guard::mint::{access_token_claims, access_token_header, consent_claims, consent_header, sign_jws, SigningKey};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -19,6 +19,9 @@ USAGE:
                   [--claim NAME=JSON]... [--count N]
       Mint a signed RFC 9068 access token (demo, tests and load tests only); --count N prints N
       tokens, one per line, that differ in jti.
+  nhi-guard consent --key PEM --kid KID --iss ISS --client CLIENT_ID --sub CUSTOMER --consent-id ID
+                    --permissions \"ReadBalances ...\" [--ttl SECONDS] [--status Authorised|Revoked|...]
+      Mint a consent artefact, as the bank's consent service would (demo and tests only).
   nhi-guard jwks PEM:KID[:ALG]...
       Print the public JWKS for private keys (ALG for RSA keys: PS256 or RS256).
   nhi-guard keygen ES256|EdDSA|PS256
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("check") => check(args.get(1..).unwrap_or(&[])),
         Some("token") => token(args.get(1..).unwrap_or(&[])),
+        Some("consent") => consent(args.get(1..).unwrap_or(&[])),
         Some("jwks") => jwks(args.get(1..).unwrap_or(&[])),
         Some("keygen") => keygen(args.get(1..).unwrap_or(&[])),
         Some("envoy-config") => envoy_config(args.get(1..).unwrap_or(&[])),
@@ -163,6 +167,30 @@ fn token(args: &[String]) -> Result<(), String> {
         out.push('\n');
     }
     print!("{out}");
+    Ok(())
+}
+
+fn unix_now() -> Result<i64, String> {
+    Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64)
+}
+
+fn consent(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args)?;
+    let key = SigningKey::from_pkcs8_pem(&read(f.need("key")?)?, rsa_alg(f.get("alg"))?)?;
+    let permissions: Vec<&str> = f.need("permissions")?.split_whitespace().collect();
+    let mut claims = consent_claims(
+        f.need("iss")?,
+        f.need("sub")?,
+        f.need("client")?,
+        f.need("consent-id")?,
+        &permissions,
+        unix_now()?,
+        f.int("ttl", 3600)?,
+    );
+    if let Some(status) = f.get("status") {
+        claims["status"] = json!(status);
+    }
+    println!("{}", sign_jws(&consent_header(&key, f.need("kid")?), &claims, &key));
     Ok(())
 }
 

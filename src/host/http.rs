@@ -59,13 +59,21 @@ impl Context for RequestContext {}
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(engine) = self.engine.clone() else {
+            return self.refuse(Reason::PolicyUnavailable, "-");
+        };
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return self.refuse(Reason::HostError, "-");
+        };
         // Bytes, not strings: the SDK's string variant panics on a non-UTF-8 header value, and a
         // panic would take this worker's VM down. Names are ASCII tokens (Envoy's codecs check).
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
             return self.refuse(Reason::HostError, "-");
         };
+        let consent_header = engine.policy().consent.header.as_str();
         let (mut method, mut path, mut request_id) = ("", "", "-");
         let mut authorization: Vec<&[u8]> = Vec::new();
+        let mut consent: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
         for (name, value) in &headers {
             match name.as_str() {
@@ -73,6 +81,7 @@ impl HttpContext for RequestContext {
                 ":path" => path = std::str::from_utf8(value).unwrap_or(""),
                 "x-request-id" => request_id = std::str::from_utf8(value).unwrap_or("-"),
                 "authorization" => authorization.push(value),
+                n if n == consent_header => consent.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX) => {
                     removed_spoofed &= hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok();
                 }
@@ -82,16 +91,10 @@ impl HttpContext for RequestContext {
         if !removed_spoofed {
             return self.refuse(Reason::HostError, request_id);
         }
-        let Some(engine) = self.engine.clone() else {
-            return self.refuse(Reason::PolicyUnavailable, request_id);
-        };
-        let Ok(mut engine) = engine.try_borrow_mut() else {
-            return self.refuse(Reason::HostError, request_id);
-        };
         let Some(now) = super::now() else {
             return self.refuse(Reason::HostError, request_id);
         };
-        let facts = RequestFacts { method, path, authorization: &authorization, now };
+        let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
         match engine.decide(&facts) {
             Decision::Allow(allow) => {
                 for (name, value) in allow.upstream_headers() {

@@ -5,9 +5,9 @@
 //! A cache hit re-runs the time checks only: everything else is a property of the token text.
 
 use super::cache::TokenCache;
-use super::claims::AccessTokenClaims;
+use super::claims::{actor_chain, AccessTokenClaims};
 use super::jws::{self, JwsError};
-use super::keys::Alg;
+use super::keys::{choose_key, Alg, KeyChoiceError};
 use super::verifier::SignatureVerifier;
 use crate::policy::{Issuer, Policy, RouteRule};
 use crate::reason::Reason;
@@ -29,19 +29,40 @@ pub struct VerifiedToken {
     pub iat: i64,
     pub exp: i64,
     pub nbf: Option<i64>,
+    /// Consent the token itself carries (only when the policy accepts consent in access tokens).
+    pub consent: Option<TokenConsent>,
+    /// RFC 8693 `act` chain, current actor first; empty without delegation.
+    pub actor_chain: Vec<String>,
+}
+
+/// A consent id and the permissions granted, as carried in an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConsent {
+    pub id: String,
+    pub permissions: Vec<String>,
 }
 
 impl VerifiedToken {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
+
+    /// Bound to a customer: a subject other than the client itself (RFC 9068 §2.2: client-credentials
+    /// tokens carry the client as `sub`).
+    pub fn is_customer_bound(&self) -> bool {
+        self.subject != self.client_id
+    }
+
+    /// The current actor under RFC 8693 delegation, if any.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor_chain.first().map(String::as_str)
+    }
 }
 
-/// Per-worker token verification state: the caches and the signature backend.
+/// Per-worker access-token verification state: the verified and forged-token caches.
 pub struct Authenticator {
     verified: TokenCache<Rc<VerifiedToken>>,
     forged: TokenCache<Reason>,
-    verifier: Box<dyn SignatureVerifier>,
 }
 
 /// The outcome, with whether the cache answered (for metrics).
@@ -51,16 +72,11 @@ pub struct Authenticated {
 }
 
 impl Authenticator {
-    pub fn new(policy: &Policy, verifier: Box<dyn SignatureVerifier>) -> Self {
+    pub fn new(policy: &Policy) -> Self {
         Authenticator {
             verified: TokenCache::new(policy.token_cache_entries),
             forged: TokenCache::new(policy.negative_cache_entries),
-            verifier,
         }
-    }
-
-    pub fn backend(&self) -> &'static str {
-        self.verifier.name()
     }
 
     pub fn cached_tokens(&self) -> usize {
@@ -73,6 +89,7 @@ impl Authenticator {
         route: &RouteRule,
         token: &str,
         now: i64,
+        verifier: &dyn SignatureVerifier,
     ) -> Result<Authenticated, Reason> {
         if token.len() > policy.max_token_bytes {
             return Err(Reason::TokenTooLarge);
@@ -88,18 +105,20 @@ impl Authenticator {
         let jws = jws::decode::<AccessTokenClaims>(token).map_err(|e| match e {
             JwsError::Malformed | JwsError::CriticalHeader => Reason::TokenMalformed,
         })?;
-        let alg = Alg::parse(&jws.header.alg).ok_or(Reason::AlgNotAllowed)?;
+        if Alg::parse(&jws.header.alg).is_none() {
+            return Err(Reason::AlgNotAllowed);
+        }
         let claims = &jws.claims;
         let iss = claims.iss.as_deref().ok_or(Reason::ClaimMissing)?;
         let (issuer_index, issuer) = policy.issuer(iss).ok_or(Reason::IssuerUnknown)?;
-        if !issuer.algorithms.contains(&alg) {
-            return Err(Reason::AlgNotAllowed);
-        }
+        let key =
+            choose_key(&issuer.keys, &issuer.algorithms, &jws.header.alg, jws.header.kid.as_deref()).map_err(|e| {
+                match e {
+                    KeyChoiceError::AlgNotAllowed => Reason::AlgNotAllowed,
+                    KeyChoiceError::KidUnknown => Reason::KidUnknown,
+                }
+            })?;
         check_typ(issuer, jws.header.typ.as_deref())?;
-        let key = jws.header.kid.as_deref().and_then(|kid| issuer.key(kid)).ok_or(Reason::KidUnknown)?;
-        if key.alg != alg {
-            return Err(Reason::AlgNotAllowed);
-        }
         let (Some(sub), Some(aud), Some(exp), Some(iat), Some(jti), Some(client_id)) =
             (&claims.sub, &claims.aud, claims.exp, claims.iat, &claims.jti, &claims.client_id)
         else {
@@ -112,10 +131,15 @@ impl Authenticator {
             return Err(Reason::AudienceInvalid);
         }
         let scopes = claims.scopes().ok_or(Reason::TokenMalformed)?;
+        let consent = token_consent(claims, policy.consent.access_token_details_type.as_deref())?;
+        let actor_chain = match &claims.act {
+            Some(act) => actor_chain(act).ok_or(Reason::TokenMalformed)?,
+            None => Vec::new(),
+        };
         let candidate = VerifiedToken {
             issuer: issuer_index,
             kid: key.kid.clone(),
-            alg,
+            alg: key.alg,
             subject: sub.clone(),
             client_id: client_id.clone(),
             scopes,
@@ -123,9 +147,11 @@ impl Authenticator {
             iat: iat.0,
             exp: exp.0,
             nbf: claims.nbf.map(|n| n.0),
+            consent,
+            actor_chain,
         };
         check_times(&candidate, issuer.clock_skew, route, now)?;
-        match self.verifier.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
+        match verifier.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
             Ok(true) => {}
             Ok(false) => {
                 self.forged.insert(token, Reason::SignatureInvalid, now + NEGATIVE_TTL);
@@ -137,6 +163,24 @@ impl Authenticator {
         self.verified.insert(token, token_rc.clone(), token_rc.exp);
         Ok(Authenticated { token: token_rc, cache_hit: false })
     }
+}
+
+/// Consent claims in the token, read only when the policy accepts consent there.
+fn token_consent(claims: &AccessTokenClaims, details_type: Option<&str>) -> Result<Option<TokenConsent>, Reason> {
+    let Some(details_type) = details_type else { return Ok(None) };
+    let id = match (&claims.consent_id, &claims.openbanking_intent_id) {
+        (Some(a), Some(b)) if a != b => return Err(Reason::TokenMalformed),
+        (Some(id), _) | (None, Some(id)) if !id.is_empty() => id.clone(),
+        _ => return Ok(None),
+    };
+    let permissions = claims
+        .authorization_details
+        .iter()
+        .flatten()
+        .filter(|d| d.kind == details_type)
+        .flat_map(|d| d.actions.iter().cloned())
+        .collect();
+    Ok(Some(TokenConsent { id, permissions }))
 }
 
 fn check_typ(issuer: &Issuer, typ: Option<&str>) -> Result<(), Reason> {

@@ -66,6 +66,44 @@ pub struct AccessTokenClaims {
     pub scope: Option<String>,
     /// The array form some authorization servers use instead of `scope`.
     pub scp: Option<Vec<String>>,
+    /// Consent carried in the token: its id (UK Open Banking names it either way)...
+    pub consent_id: Option<String>,
+    pub openbanking_intent_id: Option<String>,
+    /// ...and what it grants (RFC 9396).
+    pub authorization_details: Option<Vec<AuthorizationDetail>>,
+    /// RFC 8693 delegation: the actor (and, nested, its own actors).
+    pub act: Option<serde_json::Value>,
+}
+
+/// One RFC 9396 `authorization_details` entry; members nhi-guard does not read are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthorizationDetail {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub locations: Vec<String>,
+}
+
+/// Deepest `act` nesting read; deeper chains are refused as malformed.
+pub const MAX_ACT_DEPTH: usize = 8;
+
+/// The `act` chain, outermost (current) actor first. `None` if malformed (not objects, no `sub`, too deep).
+pub fn actor_chain(act: &serde_json::Value) -> Option<Vec<String>> {
+    let mut chain = Vec::new();
+    let mut cur = act;
+    loop {
+        let sub = cur.get("sub")?.as_str()?;
+        if sub.is_empty() || chain.len() == MAX_ACT_DEPTH {
+            return None;
+        }
+        chain.push(sub.to_string());
+        match cur.get("act") {
+            None => return Some(chain),
+            Some(next) => cur = next,
+        }
+    }
 }
 
 impl AccessTokenClaims {

@@ -60,6 +60,30 @@ impl std::fmt::Debug for VerificationKey {
     }
 }
 
+/// Why no key could be chosen for a JWS header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChoiceError {
+    /// `alg` is unknown, not allowed for this issuer, or not the named key's algorithm.
+    AlgNotAllowed,
+    /// No `kid`, or no key with it.
+    KidUnknown,
+}
+
+/// Picks the key a JWS names, enforcing the issuer's allowlist and the key's pinned algorithm.
+pub fn choose_key<'k>(
+    keys: &'k [VerificationKey],
+    allowed: &[Alg],
+    alg: &str,
+    kid: Option<&str>,
+) -> Result<&'k VerificationKey, KeyChoiceError> {
+    let alg = Alg::parse(alg).filter(|a| allowed.contains(a)).ok_or(KeyChoiceError::AlgNotAllowed)?;
+    let key = kid.and_then(|kid| keys.iter().find(|k| k.kid == kid)).ok_or(KeyChoiceError::KidUnknown)?;
+    if key.alg != alg {
+        return Err(KeyChoiceError::AlgNotAllowed);
+    }
+    Ok(key)
+}
+
 /// One JWK as found in a JWKS. Extra members (x5c, key_ops, ...) are allowed by RFC 7517 and ignored.
 #[derive(Debug, Deserialize)]
 pub struct Jwk {

@@ -1,8 +1,11 @@
 //! Validation and compilation of a `PolicyDocument` into a `Policy`.
 
-use super::document::{ClientDoc, IssuerDoc, PartnerDoc, PolicyDocument, RouteDoc};
-use super::{Client, FieldError, Issuer, Partner, Policy, PolicyError, RouteRule};
-use crate::jwt::keys::Alg;
+use super::document::{ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RouteConsentDoc, RouteDoc};
+use super::{
+    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RouteConsent, RouteRule,
+};
+use crate::decision::IDENTITY_HEADER_PREFIX;
+use crate::jwt::keys::{Alg, JwkSet, VerificationKey};
 use crate::policy::ClientKind;
 use crate::route::{PathTemplate, RouteTable};
 use crate::timestamp::parse_rfc3339;
@@ -106,6 +109,8 @@ impl Compiler {
         let partners = self.partners(&doc.partners);
         let clients = self.clients(&doc.clients, &partners);
         let routes = self.routes(&doc.routes);
+        let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
+        let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
         Some(Policy {
             realm: doc.realm,
             max_token_bytes: s.max_token_bytes,
@@ -116,6 +121,7 @@ impl Compiler {
             partners,
             clients,
             routes: routes?,
+            consent,
         })
     }
 
@@ -127,19 +133,39 @@ impl Compiler {
         if d.audiences.is_empty() || d.audiences.iter().any(String::is_empty) {
             self.err(format!("{at}.audiences"), "needs at least one non-empty audience (this API's identifier)");
         }
-        if !(0..=MAX_CLOCK_SKEW).contains(&d.clock_skew_seconds) {
-            self.err(
-                format!("{at}.clock_skew_seconds"),
-                format!("is {}; choose 0 to {MAX_CLOCK_SKEW}", d.clock_skew_seconds),
-            );
+        self.skew(&at, d.clock_skew_seconds);
+        let (algorithms, keys) = self.signing(&at, &d.algorithms, d.allow_rs256, &d.jwks);
+        Some(Issuer {
+            id: d.id.clone(),
+            audiences: d.audiences.clone(),
+            algorithms,
+            clock_skew: d.clock_skew_seconds,
+            require_typ_at_jwt: d.require_typ_at_jwt,
+            keys,
+        })
+    }
+
+    fn skew(&mut self, at: &str, skew: i64) {
+        if !(0..=MAX_CLOCK_SKEW).contains(&skew) {
+            self.err(format!("{at}.clock_skew_seconds"), format!("is {skew}; choose 0 to {MAX_CLOCK_SKEW}"));
         }
+    }
+
+    /// An issuer's algorithm allowlist and keys (shared by token and consent issuers).
+    fn signing(
+        &mut self,
+        at: &str,
+        names: &[String],
+        allow_rs256: bool,
+        jwks: &JwkSet,
+    ) -> (Vec<Alg>, Vec<VerificationKey>) {
         let mut algorithms = Vec::new();
-        if d.algorithms.is_empty() {
+        if names.is_empty() {
             self.err(format!("{at}.algorithms"), "is empty; list ES256, PS256 or EdDSA");
         }
-        for (j, name) in d.algorithms.iter().enumerate() {
+        for (j, name) in names.iter().enumerate() {
             match Alg::parse(name) {
-                Some(Alg::RS256) if !d.allow_rs256 => self.err(
+                Some(Alg::RS256) if !allow_rs256 => self.err(
                     format!("{at}.algorithms[{j}]"),
                     "RS256 is not FAPI 2.0; set allow_rs256: true on the issuer to accept it knowingly",
                 ),
@@ -150,11 +176,11 @@ impl Compiler {
                 ),
             }
         }
-        let mut keys = Vec::new();
-        if d.jwks.keys.is_empty() {
+        let mut keys: Vec<VerificationKey> = Vec::new();
+        if jwks.keys.is_empty() {
             self.err(format!("{at}.jwks.keys"), "is empty; add the issuer's public signing keys");
         }
-        for (j, jwk) in d.jwks.keys.iter().enumerate() {
+        for (j, jwk) in jwks.keys.iter().enumerate() {
             match jwk.to_key() {
                 Ok(k) => {
                     if !algorithms.contains(&k.alg) {
@@ -163,7 +189,7 @@ impl Compiler {
                             format!("is a {} key but {} is not in {at}.algorithms", k.alg.name(), k.alg.name()),
                         );
                     }
-                    if keys.iter().any(|o: &crate::jwt::keys::VerificationKey| o.kid == k.kid) {
+                    if keys.iter().any(|o| o.kid == k.kid) {
                         self.err(
                             format!("{at}.jwks.keys[{j}].kid"),
                             format!("kid {:?} is used twice; key ids must be unique per issuer", k.kid),
@@ -174,14 +200,73 @@ impl Compiler {
                 Err(m) => self.err(format!("{at}.jwks.keys[{j}]"), m),
             }
         }
-        Some(Issuer {
-            id: d.id.clone(),
-            audiences: d.audiences.clone(),
-            algorithms,
-            clock_skew: d.clock_skew_seconds,
-            require_typ_at_jwt: d.require_typ_at_jwt,
-            keys,
-        })
+        (algorithms, keys)
+    }
+
+    /// The consent section. Consent issuers must be distinct from access-token issuers, by id and by
+    /// key: a consent is the customer's word, and the party that issues the machine's tokens must not
+    /// be able to mint it too (issuer confusion).
+    fn consent(&mut self, doc: Option<&ConsentDoc>, issuers: &[Issuer], needed: bool) -> ConsentSettings {
+        let Some(d) = doc else {
+            if needed {
+                self.err("consent", "is missing but routes require consent; add consent.issuers (the consent service) or access_token_claims");
+            }
+            return ConsentSettings { header: "x-consent".into(), ..ConsentSettings::default() };
+        };
+        let header = d.header.to_ascii_lowercase();
+        if header.is_empty()
+            || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || header == "authorization"
+            || header.starts_with(IDENTITY_HEADER_PREFIX)
+        {
+            self.err(
+                "consent.header",
+                format!(
+                    "{:?} is not a usable header name (letters, digits, '-'; not authorization or x-nhi-*)",
+                    d.header
+                ),
+            );
+        }
+        let mut out = Vec::new();
+        for (i, ci) in d.issuers.iter().enumerate() {
+            let at = format!("consent.issuers[{i}]");
+            if ci.id.is_empty() {
+                self.err(format!("{at}.id"), "is empty; use the consent service's iss value");
+            }
+            if issuers.iter().any(|t| t.id == ci.id) {
+                self.err(
+                    format!("{at}.id"),
+                    "is also an access-token issuer; consents must come from a distinct issuer",
+                );
+            }
+            self.skew(&at, ci.clock_skew_seconds);
+            let (algorithms, keys) = self.signing(&at, &ci.algorithms, false, &ci.jwks);
+            for (j, k) in keys.iter().enumerate() {
+                if issuers.iter().flat_map(|t| &t.keys).any(|t| t.spki_der == k.spki_der) {
+                    self.err(
+                        format!("{at}.jwks.keys[{j}]"),
+                        "is also an access-token issuer key; consents need keys of their own",
+                    );
+                }
+            }
+            out.push(ConsentIssuer { id: ci.id.clone(), algorithms, clock_skew: ci.clock_skew_seconds, keys });
+        }
+        let access_token_details_type = d.access_token_claims.as_ref().map(|t| t.authorization_details_type.clone());
+        if access_token_details_type.as_deref() == Some("") {
+            self.err(
+                "consent.access_token_claims.authorization_details_type",
+                "is empty; name the authorization_details type that carries permissions",
+            );
+        }
+        if needed && out.is_empty() && access_token_details_type.is_none() {
+            self.err("consent", "has no source: add issuers (consent artefacts) or access_token_claims");
+        }
+        ConsentSettings {
+            issuers: out,
+            header,
+            access_token_details_type,
+            revoked: d.revoked.iter().cloned().collect(),
+        }
     }
 
     fn partners(&mut self, docs: &[PartnerDoc]) -> HashMap<String, Partner> {
@@ -293,6 +378,21 @@ impl Compiler {
                     continue;
                 }
             };
+            let consent = match &d.consent {
+                RouteConsentDoc::None => RouteConsent::None { refuse_customer_tokens: d.refuse_customer_tokens },
+                RouteConsentDoc::Permissions(groups) => {
+                    if d.refuse_customer_tokens {
+                        self.err(
+                            format!("{at}.refuse_customer_tokens"),
+                            "only applies to routes with consent \"none\"",
+                        );
+                    }
+                    if groups.is_empty() || groups.iter().any(|g| g.is_empty() || g.iter().any(String::is_empty)) {
+                        self.err(format!("{at}.consent.permissions"), "needs at least one group, each with at least one permission; use \"none\" for machine-only routes");
+                    }
+                    RouteConsent::Permissions(groups.clone())
+                }
+            };
             let rule = RouteRule {
                 id: d.id.clone(),
                 methods: d.methods.clone(),
@@ -304,6 +404,7 @@ impl Compiler {
                 client_kinds: d.client_kinds.clone(),
                 max_token_lifetime: d.max_token_lifetime_seconds,
                 max_token_age: d.max_token_age_seconds,
+                consent,
             };
             entries.push((template, d.methods.clone(), rule));
         }

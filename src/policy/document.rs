@@ -22,6 +22,83 @@ pub struct PolicyDocument {
     pub partners: Vec<PartnerDoc>,
     pub clients: Vec<ClientDoc>,
     pub routes: Vec<RouteDoc>,
+    /// Where customer consent comes from and who signs it. Needed when any route requires consent.
+    #[serde(default)]
+    pub consent: Option<ConsentDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentDoc {
+    /// The bank's consent service(s): the only signers of consent artefacts. Never the access-token issuer.
+    #[serde(default)]
+    pub issuers: Vec<ConsentIssuerDoc>,
+    /// Request header that carries a consent artefact (a signed JWT).
+    #[serde(default = "default_consent_header")]
+    pub header: String,
+    /// Accept consent carried inside the access token (`consent_id` / `openbanking_intent_id` plus
+    /// RFC 9396 `authorization_details`), as issued by an authorization server that embeds it.
+    #[serde(default)]
+    pub access_token_claims: Option<TokenConsentDoc>,
+    /// Consent ids revoked by the customer or the bank (a static list; the live feed supersedes it).
+    #[serde(default)]
+    pub revoked: Vec<String>,
+}
+
+fn default_consent_header() -> String {
+    "x-consent".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentIssuerDoc {
+    pub id: String,
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: i64,
+    pub jwks: JwkSet,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConsentDoc {
+    /// The `authorization_details[].type` whose `actions` are the granted permissions.
+    pub authorization_details_type: String,
+}
+
+/// A route's consent requirement: `"none"` (machine-only) or `{"permissions": [[any of], ...]}`,
+/// every inner list satisfied by at least one granted permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteConsentDoc {
+    None,
+    Permissions(Vec<Vec<String>>),
+}
+
+impl<'de> Deserialize<'de> for RouteConsentDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Required {
+            permissions: Vec<Vec<String>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Required(Required),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "consent must be \"none\" (machine-only) or {\"permissions\": [[\"ReadBalances\"], ...]}",
+            )
+        })? {
+            Raw::Word(w) if w == "none" => Ok(RouteConsentDoc::None),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?} is not a consent requirement; use \"none\" or {{\"permissions\": [[...]]}}"
+            ))),
+            Raw::Required(r) => Ok(RouteConsentDoc::Permissions(r.permissions)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,4 +242,9 @@ pub struct RouteDoc {
     pub max_token_lifetime_seconds: i64,
     /// Oldest token (`now - iat`) accepted on this route.
     pub max_token_age_seconds: i64,
+    /// Customer consent the route needs, beside machine authority.
+    pub consent: RouteConsentDoc,
+    /// On a `"none"` route: refuse tokens that carry a customer (sub other than the client).
+    #[serde(default)]
+    pub refuse_customer_tokens: bool,
 }

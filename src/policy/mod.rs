@@ -10,6 +10,8 @@ pub mod document;
 pub use compile::load;
 pub use document::{ClientKind, ClientStatus, PartnerStatus, SignatureBackend};
 
+use std::collections::HashSet;
+
 use crate::jwt::keys::{Alg, VerificationKey};
 use crate::route::RouteTable;
 use std::collections::HashMap;
@@ -26,6 +28,35 @@ pub struct Policy {
     pub partners: HashMap<String, Partner>,
     pub clients: HashMap<String, Client>,
     pub routes: RouteTable<RouteRule>,
+    pub consent: ConsentSettings,
+}
+
+/// Where consent comes from. Empty (no issuers, no token claims) when no route needs consent.
+#[derive(Debug, Default)]
+pub struct ConsentSettings {
+    pub issuers: Vec<ConsentIssuer>,
+    /// Lowercase header name of the consent artefact.
+    pub header: String,
+    /// `Some(type)` when consent may ride in the access token's `authorization_details` of that type.
+    pub access_token_details_type: Option<String>,
+    pub revoked: HashSet<String>,
+}
+
+#[derive(Debug)]
+pub struct ConsentIssuer {
+    pub id: String,
+    pub algorithms: Vec<Alg>,
+    pub clock_skew: i64,
+    pub keys: Vec<VerificationKey>,
+}
+
+/// A route's consent requirement, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteConsent {
+    /// Machine-only route; `refuse_customer_tokens` refuses tokens bound to a customer.
+    None { refuse_customer_tokens: bool },
+    /// Every group needs at least one granted permission.
+    Permissions(Vec<Vec<String>>),
 }
 
 #[derive(Debug)]
@@ -78,6 +109,7 @@ pub struct RouteRule {
     pub client_kinds: Vec<ClientKind>,
     pub max_token_lifetime: i64,
     pub max_token_age: i64,
+    pub consent: RouteConsent,
 }
 
 impl Policy {
@@ -225,6 +257,44 @@ mod tests {
             "short-lived",
         );
         expect(|d| d["routes"][3]["path"] = json!("/accounts/{Id}/balances"), "routes", "\"account\" and \"balances\"");
+    }
+
+    #[test]
+    fn consent_sources_stay_apart_from_token_issuers() {
+        let as_id = json!("https://auth.bank.example");
+        expect(|d| d["consent"]["issuers"][0]["id"] = as_id, "consent.issuers[0].id", "distinct issuer");
+        expect(
+            |d| d["consent"]["issuers"][0]["jwks"]["keys"][0] = d["issuers"][0]["jwks"]["keys"][0].clone(),
+            "consent.issuers[0].jwks.keys[0]",
+            "keys of their own",
+        );
+        expect(
+            |d| {
+                d.as_object_mut().unwrap().remove("consent");
+            },
+            "consent",
+            "routes require consent",
+        );
+        expect(|d| d["consent"]["header"] = json!("x-nhi-consent"), "consent.header", "not a usable header");
+        expect(|d| d["routes"][4]["consent"] = json!("always"), "routes[4].consent", "not a consent requirement");
+        expect(
+            |d| d["routes"][4]["consent"] = json!({"permissions": []}),
+            "routes[4].consent.permissions",
+            "at least one group",
+        );
+        expect(|d| d["routes"][4]["consent"] = json!({"perms": [["ReadBalances"]]}), "routes[4].consent", "must be");
+        expect(
+            |d| {
+                d["routes"][4].as_object_mut().unwrap().remove("consent");
+            },
+            "routes[4]",
+            "consent must be",
+        );
+        expect(
+            |d| d["routes"][4]["refuse_customer_tokens"] = json!(true),
+            "routes[4].refuse_customer_tokens",
+            "only applies",
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use nhi_guard::envoy_config::{render, EnvoyLayout};
 use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const ISS: &str = "https://auth.bank.example";
-pub const AUD: &str = "https://api.bank.example/open-banking";
+pub use nhi_guard::mint::example::ISS;
+use nhi_guard::mint::{consent_header, example};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -286,9 +286,30 @@ pub fn key(name: &str) -> SigningKey {
     SigningKey::from_pkcs8_pem(&pem, Alg::PS256).unwrap()
 }
 
-/// Valid claims for `client` at the real current time (issued 5 s ago, 5-minute lifetime).
+/// Valid claims for `client` acting for the example customer, with a consent in the token granting
+/// every permission, at the real current time (issued 5 s ago, 5-minute lifetime).
 pub fn claims(client: &str, scope: &str) -> Value {
-    access_token_claims(ISS, AUD, client, scope, now() - 5, 300)
+    example::customer_claims(client, scope, now() - 5)
+}
+
+/// Customer-bound claims without consent (the consent comes as an artefact).
+pub fn customer_claims(client: &str, scope: &str) -> Value {
+    example::customer_without_consent(client, scope, now() - 5)
+}
+
+/// Client-credentials claims: `sub` is the client.
+pub fn cc_claims(client: &str, scope: &str) -> Value {
+    example::client_credentials_claims(client, scope, now() - 5)
+}
+
+/// A consent artefact from the consent service granting `client` the `permissions`.
+pub fn artefact(client: &str, consent_id: &str, permissions: &[&str]) -> String {
+    artefact_from(&example::artefact_claims(client, consent_id, permissions, now() - 60))
+}
+
+pub fn artefact_from(claims: &Value) -> String {
+    let k = key("consent-es256");
+    sign_jws(&consent_header(&k, "consent-es256"), claims, &k)
 }
 
 /// Signs claims with the issuer's ES256 demo key.
