@@ -21,7 +21,9 @@ USAGE:
       tokens, one per line, that differ in jti.
   nhi-guard consent --key PEM --kid KID --iss ISS --client CLIENT_ID --sub CUSTOMER --consent-id ID
                     --permissions \"ReadBalances ...\" [--ttl SECONDS] [--status Authorised|Revoked|...]
-      Mint a consent artefact, as the bank's consent service would (demo and tests only).
+                    [--count N]
+      Mint a consent artefact, as the bank's consent service would (demo and tests only); --count N
+      prints N artefacts with distinct consent ids.
   nhi-guard jwks PEM:KID[:ALG]...
       Print the public JWKS for private keys (ALG for RSA keys: PS256 or RS256).
   nhi-guard keygen ES256|EdDSA|PS256
@@ -151,22 +153,8 @@ fn token(args: &[String]) -> Result<(), String> {
         let value: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
         claims[name] = value;
     }
-    let kid = f.need("kid")?;
-    let header = access_token_header(&key, kid);
-    // --count N prints N tokens that differ only in jti (load tests need distinct tokens).
-    let count = f.int("count", 1)?;
-    if count == 1 {
-        println!("{}", sign_jws(&header, &claims, &key));
-        return Ok(());
-    }
-    let base = claims["jti"].as_str().unwrap_or("").to_string();
-    let mut out = String::new();
-    for i in 0..count {
-        claims["jti"] = json!(format!("{base}-{i}"));
-        out.push_str(&sign_jws(&header, &claims, &key));
-        out.push('\n');
-    }
-    print!("{out}");
+    let header = access_token_header(&key, f.need("kid")?);
+    emit(&header, claims, &key, f.int("count", 1)?, "jti");
     Ok(())
 }
 
@@ -190,8 +178,25 @@ fn consent(args: &[String]) -> Result<(), String> {
     if let Some(status) = f.get("status") {
         claims["status"] = json!(status);
     }
-    println!("{}", sign_jws(&consent_header(&key, f.need("kid")?), &claims, &key));
+    emit(&consent_header(&key, f.need("kid")?), claims, &key, f.int("count", 1)?, "consent_id");
     Ok(())
+}
+
+/// Prints `count` signed JWS, one per line. With more than one, `vary` gets a suffix per token so
+/// every line differs (load tests need distinct tokens).
+fn emit(header: &Value, mut claims: Value, key: &SigningKey, count: i64, vary: &str) {
+    if count == 1 {
+        println!("{}", sign_jws(header, &claims, key));
+        return;
+    }
+    let base = claims[vary].as_str().unwrap_or("").to_string();
+    let mut out = String::new();
+    for i in 0..count {
+        claims[vary] = json!(format!("{base}-{i}"));
+        out.push_str(&sign_jws(header, &claims, key));
+        out.push('\n');
+    }
+    print!("{out}");
 }
 
 fn jwks(specs: &[String]) -> Result<(), String> {
