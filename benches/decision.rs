@@ -5,27 +5,27 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use nhi_guard::jwt::keys::Alg;
 use nhi_guard::jwt::verifier::PureRust;
-use nhi_guard::mint::{access_token_claims, access_token_header, sign_jws, SigningKey};
+use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
 use nhi_guard::{Decision, Engine, RequestFacts};
 use std::rc::Rc;
 
 const NOW: i64 = 1_795_478_400;
 
+const FEED: &[u8] = br#"{"version": 1, "produced_at": "2026-11-24T00:00:00Z"}"#;
+
 fn engine() -> Engine {
     let policy = nhi_guard::load_policy(include_str!("../policies/open-banking.json"), "bench").unwrap();
-    Engine::new(Rc::new(policy), Box::new(PureRust))
+    with_feed(Engine::new(Rc::new(policy), Box::new(PureRust)))
+}
+
+fn with_feed(mut e: Engine) -> Engine {
+    e.observe_feed(1, NOW, || Some(FEED.to_vec())).unwrap();
+    e
 }
 
 fn token(key_pem: &str, kid: &str, alg: Alg, jti: u32) -> String {
     let key = SigningKey::from_pkcs8_pem(key_pem, alg).unwrap();
-    let mut claims = access_token_claims(
-        "https://auth.bank.example",
-        "https://api.bank.example/open-banking",
-        "moneywise-app",
-        "accounts payments",
-        NOW - 5,
-        300,
-    );
+    let mut claims = nhi_guard::mint::example::customer_claims("moneywise-app", "accounts payments", NOW - 5);
     claims["jti"] = serde_json::json!(format!("bench-{jti}"));
     format!("Bearer {}", sign_jws(&access_token_header(&key, kid), &claims, &key))
 }
@@ -68,7 +68,7 @@ fn engine_nocache() -> Engine {
             Rc::new(nhi_guard::load_policy(&doc.to_string(), "bench").unwrap())
         };
     }
-    POLICY.with(|p| Engine::new(p.clone(), Box::new(PureRust)))
+    POLICY.with(|p| with_feed(Engine::new(p.clone(), Box::new(PureRust))))
 }
 
 criterion_group! {

@@ -25,7 +25,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-$CLI upstream --port $UPSTREAM 2>target/demo/upstream.log &
+# The upstream also serves the revocation feed the filter's poller fetches every second.
+FEED=target/demo/revocations.json
+echo "{\"version\": 1, \"produced_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" > $FEED
+$CLI upstream --port $UPSTREAM --feed-file $FEED 2>target/demo/upstream.log &
 pids+=($!)
 "$NHI_GUARD_ENVOY" -c envoy/envoy.yaml --concurrency 2 --base-id 7101 -l info \
   --log-path target/demo/envoy.log --file-flush-interval-msec 200 &
@@ -33,6 +36,11 @@ pids+=($!)
 for _ in $(seq 1 150); do
   curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null 2>&1 && break
   sleep 0.2
+done
+# Routes need fresh revocation data: wait for the poller's first fetch.
+for _ in $(seq 1 50); do
+  curl -fs "http://127.0.0.1:$ADMIN/stats?filter=nhi_guard.feed.fetch_ok" | grep -q ': [1-9]' && break
+  sleep 0.1
 done
 curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null || { echo "demo: Envoy did not start; see target/demo/envoy.log" >&2; tail -20 target/demo/envoy.log >&2; exit 1; }
 
@@ -88,6 +96,21 @@ for s in "${scenarios[@]}"; do
     if [ "$got_status" = "$status" ] && [ "$got" = "$reason" ]; then echo "   ok: $got_status $got"; else echo "   FAILED: got $got_status $got"; failures=$((failures+1)); fi
   fi
 done
+echo
+echo "# Live revocation: offboard the partner Moneywise in the feed (no redeploy), then repeat the first line:"
+REVOKE="echo '{\"version\": 2, \"produced_at\": \"'\$(date -u +%Y-%m-%dT%H:%M:%SZ)'\", \"partners\": [{\"id\": \"moneywise\", \"status\": \"offboarded\"}]}' > $FEED"
+echo "$REVOKE"
+echo "# -> within about a second: 403 partner_offboarded. Restore with version 3 and an empty list."
+if [ $CHECK = 1 ]; then
+  eval "$REVOKE"
+  got=""
+  for _ in $(seq 1 50); do
+    got=$(curl -s -H "Authorization: Bearer $GOOD" -H "x-consent: $BALANCES" $URL/accounts/22289/balances | jq -r '.reason // "allowed"')
+    [ "$got" = partner_offboarded ] && break
+    sleep 0.1
+  done
+  if [ "$got" = partner_offboarded ]; then echo "   ok: live revocation took effect"; else echo "   FAILED: live revocation: got $got"; failures=$((failures+1)); fi
+fi
 echo
 echo "Counters: curl -s http://127.0.0.1:$ADMIN/stats?filter=nhi_guard"
 echo "Decisions log: grep 'nhi-guard' target/demo/envoy.log"

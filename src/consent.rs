@@ -5,6 +5,7 @@
 //! policy allows. Either way it must be unexpired, not revoked, granted to the same client that
 //! presents the token, by the same customer the token carries, and grant what the route needs.
 
+use crate::decision::RequestFacts;
 use crate::jwt::cache::TokenCache;
 use crate::jwt::claims::NumericDate;
 use crate::jwt::jws;
@@ -13,6 +14,7 @@ use crate::jwt::verifier::SignatureVerifier;
 use crate::jwt::VerifiedToken;
 use crate::policy::{Policy, RouteConsent, RouteRule};
 use crate::reason::Reason;
+use crate::revocation::RevocationSnapshot;
 use serde::Deserialize;
 use std::rc::Rc;
 
@@ -40,6 +42,7 @@ struct ConsentClaims {
 #[derive(Debug, Clone)]
 pub struct VerifiedConsent {
     pub issuer: usize,
+    pub kid: String,
     pub id: String,
     pub subject: String,
     pub client_id: String,
@@ -90,16 +93,17 @@ impl ConsentVerifier {
     }
 
     /// Applies the route's consent requirement to a token that already has machine authority.
-    /// `artefacts` are the values of the policy's consent header.
+    /// The artefacts are the request's values of the policy's consent header.
     pub fn check(
         &mut self,
         policy: &Policy,
         route: &RouteRule,
         token: &VerifiedToken,
-        artefacts: &[&[u8]],
-        now: i64,
+        facts: &RequestFacts<'_>,
         verifier: &dyn SignatureVerifier,
+        feed: Option<&RevocationSnapshot>,
     ) -> Result<Option<ConsentUse>, Reason> {
+        let (artefacts, now) = (facts.consent, facts.now);
         let groups = match &route.consent {
             RouteConsent::None { refuse_customer_tokens } => {
                 if *refuse_customer_tokens && token.is_customer_bound() {
@@ -121,6 +125,10 @@ impl ConsentVerifier {
         let (id, subject, client_id, permissions, source) = match (&artefact, in_token) {
             (Some(a), Some(t)) if a.id != t.id => return Err(Reason::ConsentDuplicated),
             (Some(a), _) => {
+                let issuer = policy.consent.issuers.get(a.issuer).map_or("", |i| i.id.as_str());
+                if feed.is_some_and(|f| f.key_revoked(issuer, &a.kid)) {
+                    return Err(Reason::KeyRevoked);
+                }
                 if !a.authorised {
                     return Err(Reason::ConsentNotAuthorised);
                 }
@@ -129,7 +137,7 @@ impl ConsentVerifier {
             (None, Some(t)) => (&t.id, &token.subject, &token.client_id, &t.permissions, ConsentSource::AccessToken),
             (None, None) => return Err(Reason::ConsentMissing),
         };
-        if policy.consent.revoked.contains(id) {
+        if policy.consent.revoked.contains(id) || feed.is_some_and(|f| f.consent_revoked(id)) {
             return Err(Reason::ConsentRevoked);
         }
         if *client_id != token.client_id {
@@ -187,6 +195,7 @@ impl ConsentVerifier {
         }
         let candidate = VerifiedConsent {
             issuer: index,
+            kid: key.kid.clone(),
             id: id.clone(),
             subject: sub.clone(),
             client_id: client_id.clone(),

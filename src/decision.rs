@@ -11,6 +11,7 @@ use crate::jwt::verifier::SignatureVerifier;
 use crate::jwt::{Authenticator, VerifiedToken};
 use crate::policy::{Client, Policy, RouteRule};
 use crate::reason::Reason;
+use crate::revocation::{RevocationSnapshot, RevocationState};
 use crate::route;
 use std::rc::Rc;
 
@@ -76,13 +77,40 @@ pub struct Engine {
     verifier: Box<dyn SignatureVerifier>,
     authenticator: Authenticator,
     consents: ConsentVerifier,
+    revocation: RevocationState,
 }
 
 impl Engine {
     pub fn new(policy: Rc<Policy>, verifier: Box<dyn SignatureVerifier>) -> Self {
         let authenticator = Authenticator::new(&policy);
         let consents = ConsentVerifier::new(&policy);
-        Engine { policy, verifier, authenticator, consents }
+        Engine { policy, verifier, authenticator, consents, revocation: RevocationState::default() }
+    }
+
+    /// Takes the feed poller's published status. The document is fetched (through `document`) and
+    /// parsed only when `version` differs from the snapshot this worker holds. A document that does
+    /// not parse leaves the last good snapshot in place (and its fetch time, so staleness still runs).
+    pub fn observe_feed(
+        &mut self,
+        version: u64,
+        fetched_at: i64,
+        document: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        if self.revocation.snapshot.as_ref().map(|s| s.version) != Some(version) {
+            let body = document().ok_or("feed document missing from shared data")?;
+            let snapshot = RevocationSnapshot::parse(&body)?;
+            if snapshot.version != version {
+                return Err(format!("feed document is version {}, status says {version}", snapshot.version));
+            }
+            self.revocation.snapshot = Some(snapshot);
+        }
+        self.revocation.fetched_at = Some(fetched_at);
+        Ok(())
+    }
+
+    /// The feed version this worker decides with, if any.
+    pub fn feed_version(&self) -> Option<u64> {
+        self.revocation.snapshot.as_ref().map(|s| s.version)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -98,8 +126,12 @@ impl Engine {
     }
 
     pub fn decide(&mut self, facts: &RequestFacts<'_>) -> Decision<'_> {
-        let state =
-            State { verifier: self.verifier.as_ref(), tokens: &mut self.authenticator, consents: &mut self.consents };
+        let state = State {
+            verifier: self.verifier.as_ref(),
+            tokens: &mut self.authenticator,
+            consents: &mut self.consents,
+            revocation: &self.revocation,
+        };
         decide_with(&self.policy, state, facts)
     }
 }
@@ -109,6 +141,7 @@ struct State<'e> {
     verifier: &'e dyn SignatureVerifier,
     tokens: &'e mut Authenticator,
     consents: &'e mut ConsentVerifier,
+    revocation: &'e RevocationState,
 }
 
 fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
@@ -133,6 +166,18 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
     };
     let token = authenticated.token;
     let client_denial = |r| deny(r, Some(route), Some(token.client_id.clone()));
+    // Revocation runs after the cache, so a revoked token, key, client or partner is denied at once.
+    let snapshot = match &policy.revocation {
+        None => None,
+        Some(feed) => match state.revocation.fresh(facts.now, feed.max_staleness) {
+            Ok(s) => Some(s),
+            Err(r) if route.require_fresh_revocation => return client_denial(r),
+            Err(_) => state.revocation.snapshot.as_ref(),
+        },
+    };
+    if let Some(Err(r)) = snapshot.map(|s| s.check_token(policy, &token)) {
+        return client_denial(r);
+    }
     let authority = match authority::check(policy, route, &token, facts.now) {
         Ok(a) => a,
         Err(r) => return client_denial(r),
@@ -141,7 +186,7 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         Ok(a) => a,
         Err(r) => return client_denial(r),
     };
-    let consent = match state.consents.check(policy, route, &token, facts.consent, facts.now, state.verifier) {
+    let consent = match state.consents.check(policy, route, &token, facts, state.verifier, snapshot) {
         Ok(c) => c,
         Err(r) => return client_denial(r),
     };

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 upstream that answers every request with what it received, as JSON.
+//! A small HTTP/1.1 upstream that answers every request with what it received, as JSON, and can
+//! also serve nhi-guard's revocation feed.
 //!
 //! The demo's upstream and the end-to-end tests' witness: it shows exactly which headers survived
 //! the filter. Loopback only; one thread per connection; keep-alive supported.
@@ -6,7 +7,48 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+/// A revocation feed the server answers `path` with: a file re-read per request (the demo), or a
+/// document tests change at will. Answers 304 to a matching `If-None-Match`.
+#[derive(Clone)]
+pub struct Feed {
+    pub path: String,
+    pub source: FeedSource,
+}
+
+#[derive(Clone)]
+pub enum FeedSource {
+    File(PathBuf),
+    /// (status, body): tests set 200 with a document, or 503 to play a feed outage.
+    Shared(Arc<Mutex<(u16, Vec<u8>)>>),
+}
+
+impl Feed {
+    fn answer(&self, if_none_match: Option<&str>) -> (u16, Vec<u8>, String) {
+        let (status, body) = match &self.source {
+            FeedSource::File(p) => match std::fs::read(p) {
+                Ok(b) => (200, b),
+                Err(_) => (503, Vec::new()),
+            },
+            FeedSource::Shared(state) => match state.lock() {
+                Ok(s) => s.clone(),
+                Err(_) => (503, Vec::new()),
+            },
+        };
+        let etag = format!("\"{:016x}\"", fnv1a(&body));
+        if status == 200 && if_none_match == Some(etag.as_str()) {
+            return (304, Vec::new(), etag);
+        }
+        (status, body, etag)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -17,17 +59,18 @@ pub struct Received {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Serves forever on `listener`. Every request is also sent to `seen`, if given.
-pub fn serve(listener: TcpListener, seen: Option<Sender<Received>>) {
+/// Serves forever on `listener`. Every request is also sent to `seen`, if given; `feed`'s path is
+/// answered with the feed document instead of an echo.
+pub fn serve(listener: TcpListener, seen: Option<Sender<Received>>, feed: Option<Feed>) {
     for stream in listener.incoming().flatten() {
-        let seen = seen.clone();
+        let (seen, feed) = (seen.clone(), feed.clone());
         std::thread::spawn(move || {
-            let _ = handle(stream, seen);
+            let _ = handle(stream, seen, feed);
         });
     }
 }
 
-fn handle(stream: TcpStream, seen: Option<Sender<Received>>) -> std::io::Result<()> {
+fn handle(stream: TcpStream, seen: Option<Sender<Received>>, feed: Option<Feed>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -67,6 +110,13 @@ fn handle(stream: TcpStream, seen: Option<Sender<Received>>) -> std::io::Result<
         }
         let mut body = vec![0; length.min(1 << 20)];
         reader.read_exact(&mut body)?;
+        if let Some(f) = feed.as_ref().filter(|f| f.path == path) {
+            let (status, body, etag) = f.answer(headers.get("if-none-match").map(String::as_str));
+            write!(out, "HTTP/1.1 {status} Feed\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n", body.len())?;
+            out.write_all(&body)?;
+            out.flush()?;
+            continue;
+        }
         let received = Received { method, path, headers };
         let json = serde_json::to_string(&received).unwrap_or_default();
         if let Some(tx) = &seen {

@@ -8,9 +8,11 @@ pub mod consent;
 pub mod credentials;
 pub mod decision;
 pub mod delegation;
+pub mod header_map;
 pub mod jwt;
 pub mod policy;
 pub mod reason;
+pub mod revocation;
 pub mod route;
 pub mod timestamp;
 

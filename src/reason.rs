@@ -83,6 +83,11 @@ reasons! {
     PartnerSuspended => ("partner_suspended", 403, None, "the client's partner is suspended"),
     PartnerOffboarded => ("partner_offboarded", 403, None, "the client's partner has been offboarded"),
     PartnerContractEnded => ("partner_contract_ended", 403, None, "the client's partner contract has ended"),
+    // Live revocation.
+    TokenRevoked => ("token_revoked", 401, InvalidToken, "the token (iss, jti) has been revoked"),
+    KeyRevoked => ("key_revoked", 401, InvalidToken, "the key that signed the token has been revoked"),
+    ClientRevoked => ("client_revoked", 403, None, "the client has been revoked by the revocation feed"),
+    RevocationStale => ("revocation_stale", 503, None, "revocation data is missing or older than the policy allows; failing closed"),
     // Customer consent.
     ClientCredentialsOnCustomerRoute => ("client_credentials_on_customer_route", 403, None, "the route needs a customer's consent but the token has no customer (sub is the client)"),
     CustomerTokenOnMachineRoute => ("customer_token_on_machine_route", 403, None, "the route is machine-only and refuses tokens bound to a customer"),

@@ -75,8 +75,18 @@ pub fn token(claims: &Value) -> String {
     sign_jws(&access_token_header(&key, "as-es256"), claims, &key)
 }
 
+/// An empty revocation feed document, version 1.
+pub const EMPTY_FEED: &[u8] = br#"{"version": 1, "produced_at": "2026-11-24T00:00:00Z"}"#;
+
+/// An engine on the example policy that has just seen an empty revocation feed.
 pub fn engine() -> Engine {
-    Engine::new(Rc::new(policy()), Box::new(PureRust))
+    engine_with(Box::new(PureRust))
+}
+
+pub fn engine_with(verifier: Box<dyn crate::jwt::verifier::SignatureVerifier>) -> Engine {
+    let mut e = Engine::new(Rc::new(policy()), verifier);
+    e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
+    e
 }
 
 /// Runs one request; `Ok(route id)` when allowed.

@@ -57,6 +57,13 @@ fn the_example_policy_fits_the_schema() {
 }
 
 #[test]
+fn the_example_feed_fits_its_schema() {
+    let mut errors = Vec::new();
+    walk(&json("policies/revocation-example.json"), &json("policies/revocation.schema.json"), "$", &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
 fn the_schema_catches_what_the_loader_catches() {
     let mut doc = json("policies/open-banking.json");
     doc["clients"][0]["scope_cieling"] = serde_json::json!([]);
@@ -107,7 +114,10 @@ fn cli_check_passes_the_example_and_fails_a_broken_policy() {
 fn engine() -> nhi_guard::Engine {
     let text = std::fs::read_to_string(repo("policies/open-banking.json")).unwrap();
     let policy = std::rc::Rc::new(nhi_guard::load_policy(&text, "p").unwrap());
-    nhi_guard::Engine::new(policy, Box::new(nhi_guard::jwt::verifier::PureRust))
+    let mut engine = nhi_guard::Engine::new(policy, Box::new(nhi_guard::jwt::verifier::PureRust));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    engine.observe_feed(1, now, || Some(br#"{"version": 1, "produced_at": "2026-11-24T00:00:00Z"}"#.to_vec())).unwrap();
+    engine
 }
 
 fn decide(

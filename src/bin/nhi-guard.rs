@@ -29,9 +29,12 @@ USAGE:
   nhi-guard keygen ES256|EdDSA|PS256
       Print a new PKCS#8 PEM private key.
   nhi-guard envoy-config --policy FILE --wasm PATH [--listen PORT] [--admin PORT] [--upstream PORT]
+                         [--feed PORT]
       Print an Envoy bootstrap running the filter with this policy.
-  nhi-guard upstream [--port PORT]
-      Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON).
+  nhi-guard upstream [--port PORT] [--feed-file FILE [--feed-path PATH]]
+      Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON); with
+      --feed-file it also serves that file as the revocation feed at PATH (default
+      /nhi-guard/revocations.json), re-read on every fetch.
 ";
 
 fn main() -> ExitCode {
@@ -238,6 +241,7 @@ fn envoy_config(args: &[String]) -> Result<(), String> {
         listen_port: port("listen", 10000)?,
         admin_port: port("admin", 9901)?,
         upstream_port: port("upstream", 8081)?,
+        feed_port: port("feed", 8081)?,
         wasm_path: f.need("wasm")?.to_string(),
         policy_json,
     };
@@ -249,7 +253,18 @@ fn upstream(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args)?;
     let port = f.int("port", 8081)?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
+    let feed = f.get("feed-file").map(|file| nhi_guard::echo::Feed {
+        path: f.get("feed-path").unwrap_or("/nhi-guard/revocations.json").to_string(),
+        source: nhi_guard::echo::FeedSource::File(file.into()),
+    });
     eprintln!("nhi-guard upstream: echoing requests on 127.0.0.1:{port}");
-    nhi_guard::echo::serve(listener, None);
+    if let Some(feed) = &feed {
+        eprintln!(
+            "nhi-guard upstream: serving the revocation feed at {} from {}",
+            feed.path,
+            f.get("feed-file").unwrap_or("")
+        );
+    }
+    nhi_guard::echo::serve(listener, None, feed);
     Ok(())
 }

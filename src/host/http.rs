@@ -4,9 +4,11 @@
 //! identity headers (one call each) or one local reply, plus counters. Spoofed `x-nhi-*` headers
 //! are removed before anything else, whatever the decision.
 
-use super::log;
 use super::metrics::Metrics;
+use super::{feed, headers, log};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
+use crate::header_map;
+use crate::revocation::decode_status;
 use crate::{Decision, Engine, Reason, RequestFacts};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -65,25 +67,26 @@ impl HttpContext for RequestContext {
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return self.refuse(Reason::HostError, "-");
         };
-        // Bytes, not strings: the SDK's string variant panics on a non-UTF-8 header value, and a
-        // panic would take this worker's VM down. Names are ASCII tokens (Envoy's codecs check).
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        // One host call, then borrowed slices: values are bytes (HTTP allows obs-text), names are
+        // lowercase ASCII tokens (Envoy's codecs check them).
+        let Some(serialized) = headers::request_headers() else {
             return self.refuse(Reason::HostError, "-");
         };
-        let consent_header = engine.policy().consent.header.as_str();
+        let consent_header = engine.policy().consent.header.as_bytes();
         let (mut method, mut path, mut request_id) = ("", "", "-");
         let mut authorization: Vec<&[u8]> = Vec::new();
         let mut consent: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
-        for (name, value) in &headers {
-            match name.as_str() {
-                ":method" => method = std::str::from_utf8(value).unwrap_or(""),
-                ":path" => path = std::str::from_utf8(value).unwrap_or(""),
-                "x-request-id" => request_id = std::str::from_utf8(value).unwrap_or("-"),
-                "authorization" => authorization.push(value),
+        for (name, value) in header_map::pairs(&serialized) {
+            match name {
+                b":method" => method = text(value).unwrap_or(""),
+                b":path" => path = text(value).unwrap_or(""),
+                b"x-request-id" => request_id = text(value).unwrap_or("-"),
+                b"authorization" => authorization.push(value),
                 n if n == consent_header => consent.push(value),
-                n if n.starts_with(IDENTITY_HEADER_PREFIX) => {
-                    removed_spoofed &= hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok();
+                n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => {
+                    removed_spoofed &=
+                        text(n).is_some_and(|n| hostcalls::remove_map_value(MapType::HttpRequestHeaders, n).is_ok());
                 }
                 _ => {}
             }
@@ -94,6 +97,9 @@ impl HttpContext for RequestContext {
         let Some(now) = super::now() else {
             return self.refuse(Reason::HostError, request_id);
         };
+        if engine.policy().revocation.is_some() {
+            observe_feed(&mut engine);
+        }
         let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
         match engine.decide(&facts) {
             Decision::Allow(allow) => {
@@ -114,4 +120,18 @@ impl HttpContext for RequestContext {
             }
         }
     }
+}
+
+/// Hands the worker's engine the poller's latest status; the document is read only on a new version.
+fn observe_feed(engine: &mut Engine) {
+    let Ok((Some(status), _)) = hostcalls::get_shared_data(feed::STATUS_KEY) else { return };
+    let Some((version, fetched_at)) = decode_status(&status) else { return };
+    let document = || hostcalls::get_shared_data(feed::DOCUMENT_KEY).ok().and_then(|(d, _)| d);
+    if let Err(e) = engine.observe_feed(version, fetched_at, document) {
+        log(LogLevel::Warn, &format!("nhi-guard: revocation feed version {version} not applied: {e}"));
+    }
+}
+
+fn text(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(v).ok()
 }

@@ -3,6 +3,8 @@
 //! It gathers `RequestFacts`, asks the core's `Engine` for a `Decision`, and applies it: headers,
 //! local replies, metrics and logs. Every host call's error is handled; none may panic a worker.
 
+mod feed;
+mod headers;
 mod http;
 mod metrics;
 mod root;

@@ -1,11 +1,14 @@
-//! Root context: loads the policy on configure and hands each request an HTTP context.
+//! Root contexts. The same module runs in two roles, told apart by the plugin's `root_id`:
+//! `nhi_guard` (the HTTP filter, one per worker) and `nhi_guard_feed` (the revocation poller, a
+//! singleton bootstrap service). Both load the same policy on configure and refuse a bad one.
 
+use super::feed::FeedPoller;
 use super::http::RequestContext;
 use super::log;
 use super::metrics::Metrics;
 use crate::jwt::native::{ForeignFunction, HostSignatureVerifier};
 use crate::jwt::verifier::{PureRust, SignatureVerifier};
-use crate::policy::SignatureBackend;
+use crate::policy::{Policy, SignatureBackend};
 use crate::Engine;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -14,11 +17,14 @@ use std::rc::Rc;
 
 /// Where the policy comes from, as named in load errors.
 const SOURCE: &str = "envoy.filters.http.wasm configuration (nhi-guard policy)";
+/// The poller's root id in Envoy's config.
+pub const FEED_ROOT_ID: &str = "nhi_guard_feed";
 
 #[derive(Default)]
 pub struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
+    feed: Option<FeedPoller>,
 }
 
 /// Envoy's `verify_signature` foreign function.
@@ -33,32 +39,51 @@ impl ForeignFunction for EnvoyForeignFunction {
     }
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let config = match proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
+fn load() -> Option<Policy> {
+    let config =
+        match proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             _ => {
                 log(LogLevel::Critical, &format!("{SOURCE}: empty; the filter needs a policy and will not start"));
-                return false;
+                return None;
             }
         };
-        let Ok(json) = std::str::from_utf8(&config) else {
-            log(LogLevel::Critical, &format!("{SOURCE}: not UTF-8; the filter will not start"));
-            return false;
-        };
-        let policy = match crate::load_policy(json, SOURCE) {
-            Ok(p) => Rc::new(p),
-            Err(e) => {
-                log(LogLevel::Critical, &format!("{e}\nnhi-guard refuses to start with this policy"));
-                return false;
-            }
-        };
+    let Ok(json) = std::str::from_utf8(&config) else {
+        log(LogLevel::Critical, &format!("{SOURCE}: not UTF-8; the filter will not start"));
+        return None;
+    };
+    match crate::load_policy(json, SOURCE) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log(LogLevel::Critical, &format!("{e}\nnhi-guard refuses to start with this policy"));
+            None
+        }
+    }
+}
+
+fn root_id() -> String {
+    match proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let Some(feed) = &mut self.feed {
+            feed.response(token_id, body_size);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(policy) = load() else { return false };
+        if root_id() == FEED_ROOT_ID {
+            self.feed = FeedPoller::start(&policy);
+            return true;
+        }
+        let policy = Rc::new(policy);
         let metrics = Rc::new(Metrics::define());
         let native = HostSignatureVerifier::new(EnvoyForeignFunction);
         let verifier: Box<dyn SignatureVerifier> = match policy.signature_backend {
@@ -69,16 +94,23 @@ impl RootContext for Root {
         log(
             LogLevel::Info,
             &format!(
-                "nhi-guard: policy loaded ({} routes, {} clients, {} partners); signature backend {}",
+                "nhi-guard: policy loaded ({} routes, {} clients, {} partners); signature backend {}{}",
                 policy.routes.iter().count(),
                 policy.clients.len(),
                 policy.partners.len(),
-                verifier.name()
+                verifier.name(),
+                if policy.revocation.is_some() { "; revocation feed on" } else { "" }
             ),
         );
         self.engine = Some(Rc::new(RefCell::new(Engine::new(policy, verifier))));
         self.metrics = Some(metrics);
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.tick();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,8 +1,11 @@
 //! Validation and compilation of a `PolicyDocument` into a `Policy`.
 
-use super::document::{ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RouteConsentDoc, RouteDoc};
+use super::document::{
+    ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RevocationDoc, RouteConsentDoc, RouteDoc,
+};
 use super::{
-    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RouteConsent, RouteRule,
+    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RevocationFeed,
+    RouteConsent, RouteRule,
 };
 use crate::decision::IDENTITY_HEADER_PREFIX;
 use crate::jwt::keys::{Alg, JwkSet, VerificationKey};
@@ -111,6 +114,7 @@ impl Compiler {
         let routes = self.routes(&doc.routes);
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
         let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
+        let revocation = doc.revocation.as_ref().map(|r| self.revocation(r));
         Some(Policy {
             realm: doc.realm,
             max_token_bytes: s.max_token_bytes,
@@ -122,6 +126,7 @@ impl Compiler {
             clients,
             routes: routes?,
             consent,
+            revocation,
         })
     }
 
@@ -269,6 +274,40 @@ impl Compiler {
         }
     }
 
+    fn revocation(&mut self, d: &RevocationDoc) -> RevocationFeed {
+        if d.cluster.is_empty() {
+            self.err("revocation.cluster", "is empty; name the Envoy cluster that serves the feed");
+        }
+        if !d.path.starts_with('/') {
+            self.err("revocation.path", "must start with '/'");
+        }
+        if !(100..=60_000).contains(&d.poll_interval_ms) {
+            self.err("revocation.poll_interval_ms", format!("is {}; choose 100 to 60000", d.poll_interval_ms));
+        }
+        if !(100..=30_000).contains(&d.timeout_ms) {
+            self.err("revocation.timeout_ms", format!("is {}; choose 100 to 30000", d.timeout_ms));
+        }
+        let poll_seconds = i64::try_from(d.poll_interval_ms.div_ceil(1000)).unwrap_or(i64::MAX);
+        if d.max_staleness_seconds < 2 * poll_seconds || d.max_staleness_seconds > 3600 {
+            self.err(
+                "revocation.max_staleness_seconds",
+                format!(
+                    "is {}; choose at least two poll intervals ({}) and at most 3600",
+                    d.max_staleness_seconds,
+                    2 * poll_seconds
+                ),
+            );
+        }
+        RevocationFeed {
+            cluster: d.cluster.clone(),
+            path: d.path.clone(),
+            authority: d.authority.clone(),
+            poll_interval_ms: d.poll_interval_ms,
+            timeout_ms: d.timeout_ms,
+            max_staleness: d.max_staleness_seconds,
+        }
+    }
+
     fn partners(&mut self, docs: &[PartnerDoc]) -> HashMap<String, Partner> {
         let mut out = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
@@ -405,6 +444,7 @@ impl Compiler {
                 max_token_lifetime: d.max_token_lifetime_seconds,
                 max_token_age: d.max_token_age_seconds,
                 consent,
+                require_fresh_revocation: d.require_fresh_revocation,
             };
             entries.push((template, d.methods.clone(), rule));
         }

@@ -25,6 +25,39 @@ pub struct PolicyDocument {
     /// Where customer consent comes from and who signs it. Needed when any route requires consent.
     #[serde(default)]
     pub consent: Option<ConsentDoc>,
+    /// The live revocation feed, polled by one singleton per Envoy.
+    #[serde(default)]
+    pub revocation: Option<RevocationDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationDoc {
+    /// Envoy cluster that serves the feed.
+    pub cluster: String,
+    /// Path of the feed document on that cluster.
+    pub path: String,
+    /// `:authority` sent with the fetch.
+    #[serde(default = "default_feed_authority")]
+    pub authority: String,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Deny routes that need fresh data when the last successful fetch is older than this.
+    pub max_staleness_seconds: i64,
+}
+
+fn default_feed_authority() -> String {
+    "nhi-guard-feed".to_string()
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+fn default_feed_timeout_ms() -> u64 {
+    2000
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,4 +280,8 @@ pub struct RouteDoc {
     /// On a `"none"` route: refuse tokens that carry a customer (sub other than the client).
     #[serde(default)]
     pub refuse_customer_tokens: bool,
+    /// With a revocation feed configured: deny when its data is stale (default). `false` lets the
+    /// route run on the last snapshot, however old, for availability-first routes.
+    #[serde(default = "yes")]
+    pub require_fresh_revocation: bool,
 }

@@ -29,6 +29,18 @@ pub struct Policy {
     pub clients: HashMap<String, Client>,
     pub routes: RouteTable<RouteRule>,
     pub consent: ConsentSettings,
+    pub revocation: Option<RevocationFeed>,
+}
+
+/// Where the revocation feed is and how fresh it must be.
+#[derive(Debug, Clone)]
+pub struct RevocationFeed {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    pub max_staleness: i64,
 }
 
 /// Where consent comes from. Empty (no issuers, no token claims) when no route needs consent.
@@ -110,6 +122,7 @@ pub struct RouteRule {
     pub max_token_lifetime: i64,
     pub max_token_age: i64,
     pub consent: RouteConsent,
+    pub require_fresh_revocation: bool,
 }
 
 impl Policy {

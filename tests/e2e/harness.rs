@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use nhi_guard::mint::example::ISS;
@@ -59,20 +60,48 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// One running Envoy with nhi-guard in front of its own echo upstream.
+/// The revocation feed document the example policy's poller fetches, set by tests at will.
+pub type FeedState = Arc<Mutex<(u16, Vec<u8>)>>;
+
+/// An empty feed document of `version`, produced now.
+pub fn feed_document(version: u64, extra: Value) -> Vec<u8> {
+    let mut doc = serde_json::json!({"version": version, "produced_at": nhi_guard::timestamp::format_rfc3339(now())});
+    if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    doc.to_string().into_bytes()
+}
+
+/// One running Envoy with nhi-guard in front of its own echo upstream, which also serves the
+/// revocation feed (`feed`, version 1 and empty at start).
 pub struct Envoy {
     child: Child,
     pub port: u16,
     pub admin: u16,
     pub dir: PathBuf,
+    pub feed: FeedState,
 }
 
 impl Envoy {
     /// Starts Envoy with `policy_json`; panics with Envoy's log if it does not become ready.
+    /// Starts Envoy with a healthy, empty feed, and waits until the poller has published it.
     pub fn start(policy_json: &str) -> Envoy {
+        let envoy = Envoy::start_with_feed(policy_json, (200, feed_document(1, Value::Null)));
+        let fed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.feed.fetch_ok") > 0);
+        assert!(fed.is_some(), "the revocation feed never loaded:\n{}", envoy.log());
+        envoy
+    }
+
+    /// Starts Envoy with the feed answering `feed` (status, body) from the first poll on.
+    pub fn start_with_feed(policy_json: &str, feed: (u16, Vec<u8>)) -> Envoy {
         let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
         let upstream_port = upstream.local_addr().unwrap().port();
-        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None));
+        let state: FeedState = Arc::new(Mutex::new(feed));
+        let source = nhi_guard::echo::Feed {
+            path: "/nhi-guard/revocations.json".into(),
+            source: nhi_guard::echo::FeedSource::Shared(state.clone()),
+        };
+        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None, Some(source)));
         let (port, admin) = (free_port(), free_port());
         let dir = scratch_dir("envoy");
         let config = render(&EnvoyLayout {
@@ -81,6 +110,7 @@ impl Envoy {
             upstream_port,
             wasm_path: wasm_path().display().to_string(),
             policy_json: policy_json.to_string(),
+            feed_port: upstream_port,
         });
         std::fs::write(dir.join("envoy.yaml"), config).unwrap();
         let mut cmd = Command::new(envoy_binary());
@@ -102,9 +132,26 @@ impl Envoy {
             .stderr(Stdio::null());
         die_with_parent(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
-        let mut envoy = Envoy { child, port, admin, dir };
+        let mut envoy = Envoy { child, port, admin, dir, feed: state };
         envoy.wait_ready();
         envoy
+    }
+
+    /// Replaces what the feed serves.
+    pub fn set_feed(&self, status: u16, body: Vec<u8>) {
+        *self.feed.lock().unwrap() = (status, body);
+    }
+
+    /// Waits (up to `limit`) until `probe` returns true; returns how long it took.
+    pub fn wait_until(&self, limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if probe() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn wait_ready(&mut self) {
@@ -260,6 +307,7 @@ pub fn validate(policy_json: &str) -> (bool, String) {
         upstream_port: free_port(),
         wasm_path: wasm_path().display().to_string(),
         policy_json: policy_json.to_string(),
+        feed_port: free_port(),
     });
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config).unwrap();

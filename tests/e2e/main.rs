@@ -5,4 +5,5 @@
 mod consent;
 mod harness;
 mod machine_authority;
+mod revocation;
 mod startup;

@@ -25,6 +25,7 @@ fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
         upstream_port: 8081,
         wasm_path: "target/wasm32-wasip1/release/nhi_guard.wasm".into(),
         policy_json: example_policy(),
+        feed_port: 8081,
     });
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
     let (ok, out) = validate_file(&repo().join("envoy/envoy.yaml"));
