@@ -117,9 +117,29 @@ def jwt_authn_filters(jwks, cache, consent_jwks=None):
     ]
 
 
-def nhi_guard_filters():
+def policy_text():
     with open(POLICY) as f:
-        policy = f.read()
+        return f.read()
+
+
+def with_feed(cfg, feed_port):
+    """Adds the revocation-feed poller (singleton service) and the feed's cluster, as envoy-config renders them."""
+    policy = json.loads(policy_text())
+    cfg["bootstrap_extensions"] = [{"name": "envoy.bootstrap.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True,
+        "config": {"name": "nhi_guard_feed", "root_id": "nhi_guard_feed",
+                   "vm_config": {"vm_id": "nhi_guard", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text()}}}}]
+    name = policy["revocation"]["cluster"]
+    cfg["static_resources"]["clusters"].append({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": feed_port}}}}]}]},
+    })
+    return cfg
+
+
+def nhi_guard_filters():
+    policy = policy_text()
     return [{"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "nhi_guard", "root_id": "nhi_guard", "failure_policy": "FAIL_CLOSED",
@@ -173,6 +193,16 @@ class Envoy:
 # Consent carried in the access token (the example policy accepts it): the common case for a bench.
 TOKEN_CONSENT = ("--claim", 'consent_id="aac-bench"',
                  "--claim", 'authorization_details=[{"type":"openbanking_account_access","actions":["ReadBalances"]}]')
+
+
+def wait_for_feed(envoy):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        stats = urllib.request.urlopen(f"http://127.0.0.1:{envoy.admin}/stats?filter=nhi_guard.feed.fetch_ok", timeout=2).read().decode()
+        if re.search(r"fetch_ok: [1-9]", stats):
+            return
+        time.sleep(0.1)
+    raise SystemExit("bench: the revocation feed never loaded")
 
 
 def mint(key, kid, count, client="moneywise-app", scope="accounts payments", extra=TOKEN_CONSENT):
@@ -271,9 +301,18 @@ def main():
         "nhi-guard": nhi_guard_filters(),
     }
     fronts = {}
+    feed_port = free_port()
+    feed_file = os.path.join(WORK, "revocations.json")
+    with open(feed_file, "w") as f:
+        json.dump({"version": 1, "produced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
+    feed = subprocess.Popen([CLI, "upstream", "--port", str(feed_port), "--feed-file", feed_file], stderr=subprocess.DEVNULL)
     try:
         for name, filters in configs.items():
-            fronts[name] = Envoy(name.replace(" ", "_").replace("+", "_"), bootstrap(free_port(), free_port(), filters, up_port), 2)
+            cfg = bootstrap(free_port(), free_port(), filters, up_port)
+            if name == "nhi-guard":
+                cfg = with_feed(cfg, feed_port)
+            fronts[name] = Envoy(name.replace(" ", "_").replace("+", "_"), cfg, 2)
+        wait_for_feed(fronts["nhi-guard"])
         print(f"bench: tokens ({COLD_TOKENS} per cold scenario)...", file=sys.stderr)
         es = mint("as-es256.pem", "as-es256", COLD_TOKENS)
         pairs = mint("as-es256.pem", "as-es256", COLD_TOKENS, extra=())
@@ -316,6 +355,7 @@ def main():
         for f in fronts.values():
             f.stop()
         upstream.stop()
+        feed.kill()
         shutil.rmtree(WORK, ignore_errors=True)
 
 
