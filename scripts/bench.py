@@ -24,7 +24,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("NHI_GUARD_ENVOY", os.path.join(ROOT, "target/envoy-venv/bin/envoy"))
 CLI = os.path.join(ROOT, "target/release/nhi-guard")
-WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/nhi_guard.wasm")
+WASM = os.environ.get("NHI_GUARD_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/nhi_guard.wasm"))
+# Comma-separated scenario prefixes to run (e.g. "hot"), for profiling one path; empty runs all.
+ONLY = [p for p in os.environ.get("NHI_GUARD_BENCH_ONLY", "").split(",") if p]
 POLICY = os.path.join(ROOT, "policies/open-banking.json")
 ISS = "https://auth.bank.example"
 AUD = "https://api.bank.example/open-banking"
@@ -322,7 +324,7 @@ def main():
             ("cold: distinct ES256 tokens", es, None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
             ("consent: distinct token + consent artefact pairs", pairs, consents, ["passthrough", "jwt_authn(2 JWTs)+RBAC", "nhi-guard"], True),
         ]
-        if not SMOKE:
+        if not SMOKE and not ONLY:
             ed = mint("as-eddsa.pem", "as-eddsa", COLD_TOKENS)
             ps = mint("as-ps256.pem", "as-ps256", 5000)
             scenarios += [
@@ -332,6 +334,8 @@ def main():
                 ("cold: distinct PS256 tokens", ps, None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
             ]
         results = []
+        if ONLY:
+            scenarios = [sc for sc in scenarios if any(sc[0].startswith(p) for p in ONLY)]
         for title, tokens, consent, names, expect_ok in scenarios:
             runs = {n: [] for n in names}
             for _ in range(ROUNDS):
@@ -344,7 +348,7 @@ def main():
                     runs[n].append(r)
             results.append((title, {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for n, rs in runs.items()}))
         memory = None
-        if not SMOKE:
+        if not SMOKE and not ONLY:
             ng = fronts["nhi-guard"]
             before = ng.rss_mib()
             many = mint("as-es256.pem", "as-es256", 100_000)

@@ -13,17 +13,27 @@ use crate::{Decision, Engine, Reason, RequestFacts};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+/// How often a worker looks at the feed status in shared data (a host call with a copy). The
+/// staleness bound is in seconds, so this adds at most this much to propagation.
+const FEED_CHECK_MS: i64 = 100;
 
 pub struct RequestContext {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
+    /// This worker's next feed-status read, in Unix ms (shared by its request contexts).
+    next_feed_check: Rc<Cell<i64>>,
 }
 
 impl RequestContext {
-    pub fn new(engine: Option<Rc<RefCell<Engine>>>, metrics: Option<Rc<Metrics>>) -> Self {
-        RequestContext { engine, metrics }
+    pub fn new(
+        engine: Option<Rc<RefCell<Engine>>>,
+        metrics: Option<Rc<Metrics>>,
+        next_feed_check: Rc<Cell<i64>>,
+    ) -> Self {
+        RequestContext { engine, metrics, next_feed_check }
     }
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
@@ -94,17 +104,21 @@ impl HttpContext for RequestContext {
         if !removed_spoofed {
             return self.refuse(Reason::HostError, request_id);
         }
-        let Some(now) = super::now() else {
+        let Some(now_ms) = super::now_ms() else {
             return self.refuse(Reason::HostError, request_id);
         };
-        if engine.policy().revocation.is_some() {
+        let now = now_ms / 1000;
+        if engine.policy().revocation.is_some() && now_ms >= self.next_feed_check.get() {
+            self.next_feed_check.set(now_ms + FEED_CHECK_MS);
             observe_feed(&mut engine);
         }
         let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
         match engine.decide(&facts) {
             Decision::Allow(allow) => {
+                // Every client-sent x-nhi-* header is gone already, so add (cheaper than set, which
+                // first searches for and removes existing copies).
                 for (name, value) in allow.upstream_headers() {
-                    if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_err() {
+                    if hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_err() {
                         drop(allow);
                         return self.refuse(Reason::HostError, request_id);
                     }

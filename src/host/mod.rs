@@ -23,7 +23,12 @@ fn log(level: LogLevel, message: &str) {
 
 /// Envoy's clock, in Unix seconds. `None` if the host cannot tell (the caller fails closed).
 fn now() -> Option<i64> {
+    now_ms().map(|ms| ms / 1000)
+}
+
+/// Envoy's clock, in Unix milliseconds.
+fn now_ms() -> Option<i64> {
     let t = proxy_wasm::hostcalls::get_current_time().ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_secs()).ok()
+    i64::try_from(d.as_millis()).ok()
 }

@@ -12,7 +12,7 @@ use crate::policy::{Policy, SignatureBackend};
 use crate::Engine;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// Where the policy comes from, as named in load errors.
@@ -25,6 +25,7 @@ pub struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     feed: Option<FeedPoller>,
+    next_feed_check: Rc<Cell<i64>>,
 }
 
 /// Envoy's `verify_signature` foreign function.
@@ -114,7 +115,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone())))
+        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone(), self.next_feed_check.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
