@@ -9,7 +9,7 @@ use crate::credentials;
 use crate::delegation;
 use crate::jwt::verifier::SignatureVerifier;
 use crate::jwt::{Authenticator, VerifiedToken};
-use crate::policy::{Client, Policy, RouteRule};
+use crate::policy::{Client, Mode, Policy, RouteRule};
 use crate::reason::Reason;
 use crate::revocation::{RevocationSnapshot, RevocationState};
 use crate::route;
@@ -50,8 +50,8 @@ pub struct Allow<'p> {
 pub struct Deny<'p> {
     pub reason: Reason,
     pub route: Option<&'p RouteRule>,
-    /// The token's client, when the token got far enough to name one.
-    pub client_id: Option<String>,
+    /// The verified token, when the request got past authentication (for logs and audit).
+    pub token: Option<Rc<VerifiedToken>>,
     /// The policy's realm, for the challenge.
     pub realm: &'p str,
 }
@@ -125,14 +125,19 @@ impl Engine {
         self.authenticator.cached_tokens()
     }
 
-    pub fn decide(&mut self, facts: &RequestFacts<'_>) -> Decision<'_> {
+    /// Decides, and hands back the policy the decision refers to (for audit and metrics).
+    pub fn decide_with_policy(&mut self, facts: &RequestFacts<'_>) -> (&Policy, Decision<'_>) {
         let state = State {
             verifier: self.verifier.as_ref(),
             tokens: &mut self.authenticator,
             consents: &mut self.consents,
             revocation: &self.revocation,
         };
-        decide_with(&self.policy, state, facts)
+        (&self.policy, decide_with(&self.policy, state, facts))
+    }
+
+    pub fn decide(&mut self, facts: &RequestFacts<'_>) -> Decision<'_> {
+        self.decide_with_policy(facts).1
     }
 }
 
@@ -146,7 +151,7 @@ struct State<'e> {
 
 fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
     let realm = policy.realm.as_str();
-    let deny = |reason, route, client_id| Decision::Deny(Deny { reason, route, client_id, realm });
+    let deny = |reason, route, token| Decision::Deny(Deny { reason, route, token, realm });
     let Some((path, query)) = route::guard_path(facts.path) else {
         return deny(Reason::PathAmbiguous, None, None);
     };
@@ -165,7 +170,7 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         Err(r) => return deny(r, Some(route), None),
     };
     let token = authenticated.token;
-    let client_denial = |r| deny(r, Some(route), Some(token.client_id.clone()));
+    let client_denial = |r| deny(r, Some(route), Some(token.clone()));
     // Revocation runs after the cache, so a revoked token, key, client or partner is denied at once.
     let snapshot = match &policy.revocation {
         None => None,
@@ -225,6 +230,12 @@ pub struct DenyResponse {
 }
 
 impl Deny<'_> {
+    /// Whether this denial is enforced, or only logged as `would_deny` (dry-run, globally or on
+    /// the route).
+    pub fn enforced(&self, policy: &Policy) -> bool {
+        policy.mode == Mode::Enforce && !self.route.is_some_and(|r| r.dry_run)
+    }
+
     pub fn response(&self, request_id: &str) -> DenyResponse {
         let scope = self.route.map_or("", |r| r.scope_string.as_str());
         let mut headers =

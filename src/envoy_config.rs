@@ -13,6 +13,32 @@ pub struct EnvoyLayout {
     pub policy_json: String,
     /// Where the policy's revocation feed cluster points (used only when the policy has a feed).
     pub feed_port: u16,
+    /// Folder of the audit access logs, one JSON-lines file per stream.
+    pub audit_dir: String,
+}
+
+/// One file access log per audit stream, written only for requests that produced that stream.
+fn audit_logs(dir: &str) -> String {
+    let mut out = String::from("          access_log:\n");
+    for stream in ["token", "consent", "delegation"] {
+        out.push_str(&format!(
+            r#"          - name: envoy.access_loggers.file
+            filter:
+              extension_filter:
+                name: envoy.access_loggers.extension_filters.cel
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                  expression: "'wasm.nhi_guard_audit_{stream}' in filter_state"
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {dir}/audit-{stream}.jsonl
+              log_format:
+                text_format_source:
+                  inline_string: "%FILTER_STATE(wasm.nhi_guard_audit_{stream}:PLAIN)%\n"
+"#
+        ));
+    }
+    out
 }
 
 fn indent(text: &str, spaces: usize) -> String {
@@ -88,7 +114,7 @@ static_resources:
           normalize_path: true
           merge_slashes: true
           path_with_escaped_slashes_action: KEEP_UNCHANGED
-          route_config:
+{audit_logs}          route_config:
             name: bank_api
             virtual_hosts:
             - name: bank_api
@@ -130,6 +156,7 @@ static_resources:
               socket_address: {{ address: 127.0.0.1, port_value: {upstream} }}
 {feed_cluster}"#,
         bootstrap = bootstrap,
+        audit_logs = audit_logs(&l.audit_dir),
         feed_cluster = feed_cluster,
         admin = l.admin_port,
         listen = l.listen_port,

@@ -3,6 +3,7 @@
 //! The core (every module but `host`) is plain Rust: facts in, `Decision` out. `host` is the only
 //! code that talks to proxy-wasm, and exists only in the `wasm32-wasip1` filter build.
 
+pub mod audit;
 pub mod authority;
 pub mod consent;
 pub mod credentials;

@@ -73,6 +73,12 @@ pub fn format_rfc3339(unix: i64) -> String {
     format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, secs / 3600, (secs / 60) % 60, secs % 60)
 }
 
+/// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_rfc3339_ms(unix_ms: i64) -> String {
+    let secs = format_rfc3339(unix_ms.div_euclid(1000));
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), unix_ms.rem_euclid(1000))
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }

@@ -29,7 +29,7 @@ USAGE:
   nhi-guard keygen ES256|EdDSA|PS256
       Print a new PKCS#8 PEM private key.
   nhi-guard envoy-config --policy FILE --wasm PATH [--listen PORT] [--admin PORT] [--upstream PORT]
-                         [--feed PORT]
+                         [--feed PORT] [--audit-dir DIR]
       Print an Envoy bootstrap running the filter with this policy.
   nhi-guard upstream [--port PORT] [--feed-file FILE [--feed-path PATH]]
       Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON); with
@@ -242,6 +242,7 @@ fn envoy_config(args: &[String]) -> Result<(), String> {
         admin_port: port("admin", 9901)?,
         upstream_port: port("upstream", 8081)?,
         feed_port: port("feed", 8081)?,
+        audit_dir: f.get("audit-dir").unwrap_or("target/demo").to_string(),
         wasm_path: f.need("wasm")?.to_string(),
         policy_json,
     };

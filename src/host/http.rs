@@ -1,13 +1,15 @@
 //! HTTP context: one request's facts in, the decision applied.
 //!
 //! Host calls per request: one to read all request headers, one for the clock, then either the
-//! identity headers (one call each) or one local reply, plus counters. Spoofed `x-nhi-*` headers
-//! are removed before anything else, whatever the decision.
+//! identity headers (one call each) or one local reply, plus counters and audit lines. Spoofed
+//! `x-nhi-*` headers are removed before anything else, whatever the decision.
 
 use super::metrics::Metrics;
 use super::{feed, headers, log};
+use crate::audit::{self, AuditContext, Outcome, Stream};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
 use crate::header_map;
+use crate::policy::Policy;
 use crate::revocation::decode_status;
 use crate::{Decision, Engine, Reason, RequestFacts};
 use proxy_wasm::hostcalls;
@@ -19,12 +21,16 @@ use std::rc::Rc;
 /// How often a worker looks at the feed status in shared data (a host call with a copy). The
 /// staleness bound is in seconds, so this adds at most this much to propagation.
 const FEED_CHECK_MS: i64 = 100;
+/// FAPI interaction id header: echoed, or generated (Envoy's request UUID) when absent.
+const INTERACTION_ID: &str = "x-fapi-interaction-id";
 
 pub struct RequestContext {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     /// This worker's next feed-status read, in Unix ms (shared by its request contexts).
     next_feed_check: Rc<Cell<i64>>,
+    /// The interaction id to echo on the response.
+    interaction_id: Option<String>,
 }
 
 impl RequestContext {
@@ -33,38 +39,37 @@ impl RequestContext {
         metrics: Option<Rc<Metrics>>,
         next_feed_check: Rc<Cell<i64>>,
     ) -> Self {
-        RequestContext { engine, metrics, next_feed_check }
+        RequestContext { engine, metrics, next_feed_check, interaction_id: None }
     }
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
     fn refuse(&self, reason: Reason, request_id: &str) -> Action {
-        let deny = Deny { reason, route: None, client_id: None, realm: "nhi-guard" };
+        let deny = Deny { reason, route: None, token: None, realm: "nhi-guard" };
         self.reply(&deny, request_id);
+        if let Some(m) = &self.metrics {
+            m.decision(Outcome::Deny, Some(reason), None, None);
+        }
         Action::Pause
     }
 
     fn reply(&self, deny: &Deny<'_>, request_id: &str) {
         let response = deny.response(request_id);
-        let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Some(id) = &self.interaction_id {
+            headers.push((INTERACTION_ID, id.as_str()));
+        }
         if hostcalls::send_http_response(u32::from(response.status), headers, Some(response.body.as_bytes())).is_err() {
             // Could not answer: reset rather than let the request continue.
             let _ = hostcalls::reset_http_request();
         }
-        if let Some(m) = &self.metrics {
-            m.denied(deny.reason);
-        }
-        log(
-            LogLevel::Info,
-            &format!(
-                "nhi-guard deny reason={} status={} route={} client={} request_id={}",
-                deny.reason.code(),
-                deny.reason.status(),
-                deny.route.map_or("-", |r| r.id.as_str()),
-                deny.client_id.as_deref().unwrap_or("-"),
-                request_id
-            ),
-        );
     }
+}
+
+/// A client-sent interaction id we can echo safely (FAPI: a UUID; we accept 1-64 of [A-Za-z0-9-]).
+fn valid_interaction_id(v: &[u8]) -> Option<&str> {
+    (!v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'))
+        .then(|| text(v))
+        .flatten()
 }
 
 impl Context for RequestContext {}
@@ -84,6 +89,7 @@ impl HttpContext for RequestContext {
         };
         let consent_header = engine.policy().consent.header.as_bytes();
         let (mut method, mut path, mut request_id) = ("", "", "-");
+        let mut interaction: Option<&str> = None;
         let mut authorization: Vec<&[u8]> = Vec::new();
         let mut consent: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
@@ -92,6 +98,7 @@ impl HttpContext for RequestContext {
                 b":method" => method = text(value).unwrap_or(""),
                 b":path" => path = text(value).unwrap_or(""),
                 b"x-request-id" => request_id = text(value).unwrap_or("-"),
+                b"x-fapi-interaction-id" => interaction = valid_interaction_id(value),
                 b"authorization" => authorization.push(value),
                 n if n == consent_header => consent.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => {
@@ -101,6 +108,15 @@ impl HttpContext for RequestContext {
                 _ => {}
             }
         }
+        // Echo the client's interaction id, or give the request Envoy's UUID as one (upstream too).
+        let interaction_id = match interaction {
+            Some(id) => id.to_string(),
+            None => {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, INTERACTION_ID, Some(request_id));
+                request_id.to_string()
+            }
+        };
+        self.interaction_id = Some(interaction_id);
         if !removed_spoofed {
             return self.refuse(Reason::HostError, request_id);
         }
@@ -113,7 +129,22 @@ impl HttpContext for RequestContext {
             observe_feed(&mut engine);
         }
         let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
-        match engine.decide(&facts) {
+        let (policy, decision) = engine.decide_with_policy(&facts);
+        let outcome = match &decision {
+            Decision::Allow(_) => Outcome::Allow,
+            Decision::Deny(d) if d.enforced(policy) => Outcome::Deny,
+            Decision::Deny(_) => Outcome::WouldDeny,
+        };
+        let decision_id = audit::decision_id(request_id, now_ms);
+        let ctx = AuditContext {
+            decision_id: &decision_id,
+            time_ms: now_ms,
+            request_id,
+            interaction_id: self.interaction_id.as_deref().unwrap_or(request_id),
+            outcome,
+        };
+        self.record(policy, &decision, &ctx);
+        match decision {
             Decision::Allow(allow) => {
                 // Every client-sent x-nhi-* header is gone already, so add (cheaper than set, which
                 // first searches for and removes existing copies).
@@ -123,15 +154,69 @@ impl HttpContext for RequestContext {
                         return self.refuse(Reason::HostError, request_id);
                     }
                 }
-                if let Some(m) = &self.metrics {
-                    m.allowed(allow.cache_hit);
-                }
+                Action::Continue
+            }
+            Decision::Deny(deny) if outcome == Outcome::WouldDeny => {
+                // Dry-run: the request goes on, without verified identity, marked for the upstream.
+                let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, "x-nhi-would-deny", deny.reason.code());
                 Action::Continue
             }
             Decision::Deny(deny) => {
                 self.reply(&deny, request_id);
                 Action::Pause
             }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(id) = &self.interaction_id {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INTERACTION_ID, Some(id));
+        }
+        Action::Continue
+    }
+}
+
+impl RequestContext {
+    /// Counts the decision, writes its audit events (log lines per stream, and filter state that
+    /// Envoy access logs can write to per-stream files), and logs denials in one line.
+    fn record(&self, policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) {
+        let (route, reason, token) = match decision {
+            Decision::Allow(a) => (Some(a.route), None, Some(&a.token)),
+            Decision::Deny(d) => (d.route, Some(d.reason), d.token.as_ref()),
+        };
+        let partner = token.and_then(|t| policy.clients.get(&t.client_id)).and_then(|c| c.partner.as_deref());
+        if let Some(m) = &self.metrics {
+            m.decision(ctx.outcome, reason, route.map(|r| r.id.as_str()), partner);
+            if matches!(decision, Decision::Allow(a) if a.cache_hit) {
+                m.cache_hit();
+            }
+        }
+        if let Some(reason) = reason {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "nhi-guard {} reason={} status={} route={} client={} request_id={} decision_id={}",
+                    if ctx.outcome == Outcome::WouldDeny { "would_deny" } else { "deny" },
+                    reason.code(),
+                    reason.status(),
+                    route.map_or("-", |r| r.id.as_str()),
+                    token.map_or("-", |t| t.client_id.as_str()),
+                    ctx.request_id,
+                    ctx.decision_id,
+                ),
+            );
+        }
+        let _ = hostcalls::set_property(vec!["nhi_guard_decision_id"], Some(ctx.decision_id.as_bytes()));
+        let _ =
+            hostcalls::set_property(vec!["nhi_guard_reason"], Some(reason.map_or("allowed", Reason::code).as_bytes()));
+        for (stream, json) in audit::events(policy, decision, ctx) {
+            log(LogLevel::Info, &format!("{}{json}", stream.prefix()));
+            let key = match stream {
+                Stream::Token => "nhi_guard_audit_token",
+                Stream::Consent => "nhi_guard_audit_consent",
+                Stream::Delegation => "nhi_guard_audit_delegation",
+            };
+            let _ = hostcalls::set_property(vec![key], Some(json.as_bytes()));
         }
     }
 }

@@ -1,16 +1,25 @@
 //! Envoy stats for decisions. Names are documented in the README ("Metrics").
 //!
-//! `define_metric` returns the same id for the same name in every VM, so defining at configure is
-//! cheap and idempotent. Counter updates that fail are ignored: a lost count must not deny traffic.
+//! Cardinality is bounded by the policy: one counter set per reason, per route id and per partner
+//! id, all defined at configure. `define_metric` returns the same id for the same name in every VM,
+//! so this is idempotent. Counter updates that fail are ignored: a lost count must not deny traffic.
 
+use crate::audit::Outcome;
+use crate::policy::Policy;
 use crate::Reason;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+/// Counters per outcome: allowed, denied, would_deny (dry-run).
+type OutcomeCounters = [Option<u32>; 3];
 
 pub struct Metrics {
-    allowed: Option<u32>,
-    denied: Option<u32>,
-    by_reason: Vec<(Reason, Option<u32>)>,
+    totals: OutcomeCounters,
+    denied_by_reason: Vec<(Reason, Option<u32>)>,
+    would_deny_by_reason: Vec<(Reason, Option<u32>)>,
+    by_route: HashMap<String, OutcomeCounters>,
+    by_partner: HashMap<String, OutcomeCounters>,
     cache_hits: Option<u32>,
     backend_native: Option<u32>,
 }
@@ -19,14 +28,39 @@ fn define(kind: MetricType, name: &str) -> Option<u32> {
     hostcalls::define_metric(kind, name).ok()
 }
 
+fn outcome_counters(prefix: &str) -> OutcomeCounters {
+    ["allowed", "denied", "would_deny"].map(|o| define(MetricType::Counter, &format!("{prefix}{o}")))
+}
+
+fn index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Allow => 0,
+        Outcome::Deny => 1,
+        Outcome::WouldDeny => 2,
+    }
+}
+
 impl Metrics {
-    pub fn define() -> Metrics {
-        Metrics {
-            allowed: define(MetricType::Counter, "nhi_guard.allowed"),
-            denied: define(MetricType::Counter, "nhi_guard.denied"),
-            by_reason: Reason::ALL
+    pub fn define(policy: &Policy) -> Metrics {
+        let reasons = |stem: &str| {
+            Reason::ALL
                 .iter()
-                .map(|r| (*r, define(MetricType::Counter, &format!("nhi_guard.denied.{}", r.code()))))
+                .map(|r| (*r, define(MetricType::Counter, &format!("nhi_guard.{stem}.{}", r.code()))))
+                .collect()
+        };
+        Metrics {
+            totals: outcome_counters("nhi_guard."),
+            denied_by_reason: reasons("denied"),
+            would_deny_by_reason: reasons("would_deny"),
+            by_route: policy
+                .routes
+                .iter()
+                .map(|r| (r.id.clone(), outcome_counters(&format!("nhi_guard.route.{}.", r.id))))
+                .collect(),
+            by_partner: policy
+                .partners
+                .keys()
+                .map(|p| (p.clone(), outcome_counters(&format!("nhi_guard.partner.{p}."))))
                 .collect(),
             cache_hits: define(MetricType::Counter, "nhi_guard.token_cache_hits"),
             backend_native: define(MetricType::Gauge, "nhi_guard.signature_backend_native"),
@@ -39,18 +73,29 @@ impl Metrics {
         }
     }
 
-    pub fn allowed(&self, cache_hit: bool) {
-        Self::bump(self.allowed);
-        if cache_hit {
-            Self::bump(self.cache_hits);
+    /// Counts one decision: the total, the reason (for denials), the route and the partner.
+    pub fn decision(&self, outcome: Outcome, reason: Option<Reason>, route: Option<&str>, partner: Option<&str>) {
+        let i = index(outcome);
+        Self::bump(self.totals.get(i).copied().flatten());
+        let by_reason = match outcome {
+            Outcome::Allow => None,
+            Outcome::Deny => Some(&self.denied_by_reason),
+            Outcome::WouldDeny => Some(&self.would_deny_by_reason),
+        };
+        if let (Some(list), Some(reason)) = (by_reason, reason) {
+            if let Some((_, id)) = list.iter().find(|(r, _)| *r == reason) {
+                Self::bump(*id);
+            }
+        }
+        for (map, key) in [(&self.by_route, route), (&self.by_partner, partner)] {
+            if let Some(counters) = key.and_then(|k| map.get(k)) {
+                Self::bump(counters.get(i).copied().flatten());
+            }
         }
     }
 
-    pub fn denied(&self, reason: Reason) {
-        Self::bump(self.denied);
-        if let Some((_, id)) = self.by_reason.iter().find(|(r, _)| *r == reason) {
-            Self::bump(*id);
-        }
+    pub fn cache_hit(&self) {
+        Self::bump(self.cache_hits);
     }
 
     pub fn set_backend_native(&self, native: bool) {

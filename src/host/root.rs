@@ -85,7 +85,7 @@ impl RootContext for Root {
             return true;
         }
         let policy = Rc::new(policy);
-        let metrics = Rc::new(Metrics::define());
+        let metrics = Rc::new(Metrics::define(&policy));
         let native = HostSignatureVerifier::new(EnvoyForeignFunction);
         let verifier: Box<dyn SignatureVerifier> = match policy.signature_backend {
             SignatureBackend::Auto if native.probe() => Box::new(native),

@@ -121,6 +121,8 @@ impl Compiler {
             token_cache_entries: s.token_cache_entries,
             negative_cache_entries: s.negative_cache_entries,
             signature_backend: s.signature_backend,
+            mode: s.mode,
+            audit_key: s.audit_subject_key.clone(),
             issuers,
             partners,
             clients,
@@ -445,6 +447,7 @@ impl Compiler {
                 max_token_age: d.max_token_age_seconds,
                 consent,
                 require_fresh_revocation: d.require_fresh_revocation,
+                dry_run: d.dry_run,
             };
             entries.push((template, d.methods.clone(), rule));
         }

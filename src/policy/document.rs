@@ -145,6 +145,17 @@ pub struct Settings {
     pub negative_cache_entries: usize,
     /// `auto`: Envoy's native verifier for ES256/RS256 when the host has it; `pure-rust`: never.
     pub signature_backend: SignatureBackend,
+    /// `enforce`, or `dry_run`: decide, count and log as `would_deny`, but let every request through.
+    pub mode: Mode,
+    /// Key for the keyed hash of customer subjects in audit events. Keep it secret and stable.
+    pub audit_subject_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Enforce,
+    DryRun,
 }
 
 impl Default for Settings {
@@ -154,6 +165,8 @@ impl Default for Settings {
             token_cache_entries: 4096,
             negative_cache_entries: 1024,
             signature_backend: SignatureBackend::Auto,
+            mode: Mode::Enforce,
+            audit_subject_key: String::new(),
         }
     }
 }
@@ -284,4 +297,7 @@ pub struct RouteDoc {
     /// route run on the last snapshot, however old, for availability-first routes.
     #[serde(default = "yes")]
     pub require_fresh_revocation: bool,
+    /// Roll-out aid: deny decisions on this route are logged as `would_deny` and let through.
+    #[serde(default)]
+    pub dry_run: bool,
 }

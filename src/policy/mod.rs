@@ -8,7 +8,7 @@ mod compile;
 pub mod document;
 
 pub use compile::load;
-pub use document::{ClientKind, ClientStatus, PartnerStatus, SignatureBackend};
+pub use document::{ClientKind, ClientStatus, Mode, PartnerStatus, SignatureBackend};
 
 use std::collections::HashSet;
 
@@ -24,6 +24,9 @@ pub struct Policy {
     pub token_cache_entries: usize,
     pub negative_cache_entries: usize,
     pub signature_backend: SignatureBackend,
+    pub mode: Mode,
+    /// Key of the audit events' subject hash (empty: unkeyed, flagged by `nhi-guard check`).
+    pub audit_key: String,
     pub issuers: Vec<Issuer>,
     pub partners: HashMap<String, Partner>,
     pub clients: HashMap<String, Client>,
@@ -123,6 +126,7 @@ pub struct RouteRule {
     pub max_token_age: i64,
     pub consent: RouteConsent,
     pub require_fresh_revocation: bool,
+    pub dry_run: bool,
 }
 
 impl Policy {

@@ -111,6 +111,7 @@ impl Envoy {
             wasm_path: wasm_path().display().to_string(),
             policy_json: policy_json.to_string(),
             feed_port: upstream_port,
+            audit_dir: dir.display().to_string(),
         });
         std::fs::write(dir.join("envoy.yaml"), config).unwrap();
         let mut cmd = Command::new(envoy_binary());
@@ -308,6 +309,7 @@ pub fn validate(policy_json: &str) -> (bool, String) {
         wasm_path: wasm_path().display().to_string(),
         policy_json: policy_json.to_string(),
         feed_port: free_port(),
+        audit_dir: dir.display().to_string(),
     });
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config).unwrap();

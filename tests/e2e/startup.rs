@@ -26,6 +26,7 @@ fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
         wasm_path: "target/wasm32-wasip1/release/nhi_guard.wasm".into(),
         policy_json: example_policy(),
         feed_port: 8081,
+        audit_dir: "target/demo".into(),
     });
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
     let (ok, out) = validate_file(&repo().join("envoy/envoy.yaml"));

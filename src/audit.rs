@@ -1,0 +1,254 @@
+//! Audit events: one structured JSON event per decision and stream.
+//!
+//! Three streams a SIEM can route apart: `token` (the machine credential used), `consent` (the
+//! customer's consent used or refused) and `delegation` (RFC 8693 actor chains). Every event has
+//! the decision id, time, request id, interaction id, route, outcome and reason. Events never hold
+//! a token, a signature or raw personal data: the customer subject appears only as a keyed hash.
+
+use crate::decision::{Decision, Deny};
+use crate::jwt::VerifiedToken;
+use crate::policy::{Policy, RouteConsent, RouteRule};
+use crate::reason::Reason;
+use serde::Serialize;
+
+/// The stream an event belongs to; the host writes it with the stream's log prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Token,
+    Consent,
+    Delegation,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Token, Stream::Consent, Stream::Delegation];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Token => "token",
+            Stream::Consent => "consent",
+            Stream::Delegation => "delegation",
+        }
+    }
+
+    /// Stable log-line prefix, e.g. `nhi-guard.audit.token `.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Stream::Token => "nhi-guard.audit.token ",
+            Stream::Consent => "nhi-guard.audit.consent ",
+            Stream::Delegation => "nhi-guard.audit.delegation ",
+        }
+    }
+}
+
+/// What happened to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    /// Dry-run: the decision was a denial, the request went through.
+    WouldDeny,
+}
+
+/// Per-request facts the events carry besides the decision.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditContext<'a> {
+    pub decision_id: &'a str,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub request_id: &'a str,
+    pub interaction_id: &'a str,
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize)]
+struct Common<'a> {
+    stream: &'static str,
+    decision_id: &'a str,
+    time: String,
+    request_id: &'a str,
+    interaction_id: &'a str,
+    route: Option<&'a str>,
+    outcome: Outcome,
+    reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct TokenEvent<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    client: Option<&'a str>,
+    partner: Option<&'a str>,
+    kid: Option<&'a str>,
+    jti: Option<&'a str>,
+    auth_method: &'static str,
+    cache_hit: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ConsentEvent<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    client: Option<&'a str>,
+    consent_id: Option<&'a str>,
+    consent_source: Option<&'static str>,
+    /// HMAC-SHA256 of the customer subject under the policy's audit key (hex, 128 bits).
+    subject_hash: Option<String>,
+    permissions_used: Option<&'a str>,
+    permissions_required: Vec<Vec<&'a str>>,
+}
+
+#[derive(Serialize)]
+struct DelegationEvent<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    client: Option<&'a str>,
+    subject_hash: Option<String>,
+    /// `act` chain, current actor first; only the first counted for access control.
+    actor_chain: &'a [String],
+}
+
+/// The customer subject as it may appear in logs: a keyed hash, stable per key.
+pub fn subject_hash(key: &[u8], subject: &str) -> String {
+    let mac = hmac_sha256::HMAC::mac(subject.as_bytes(), key);
+    mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A decision id: distinct per request and instant, carrying nothing about the caller.
+pub fn decision_id(request_id: &str, time_ms: i64) -> String {
+    let mut h = hmac_sha256::Hash::new();
+    h.update(request_id.as_bytes());
+    h.update(time_ms.to_le_bytes());
+    h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every event for one decision, as (stream, JSON line).
+pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) -> Vec<(Stream, String)> {
+    let (route, reason, token): (Option<&RouteRule>, Option<Reason>, Option<&VerifiedToken>) = match decision {
+        Decision::Allow(a) => (Some(a.route), None, Some(&a.token)),
+        Decision::Deny(Deny { reason, route, token, .. }) => (*route, Some(*reason), token.as_deref()),
+    };
+    let common = |stream: Stream| Common {
+        stream: stream.name(),
+        decision_id: ctx.decision_id,
+        time: crate::timestamp::format_rfc3339_ms(ctx.time_ms),
+        request_id: ctx.request_id,
+        interaction_id: ctx.interaction_id,
+        route: route.map(|r| r.id.as_str()),
+        outcome: ctx.outcome,
+        reason: reason.map(Reason::code),
+    };
+    let client = token.map(|t| t.client_id.as_str());
+    let key = policy.audit_key.as_bytes();
+    let hashed = |t: &VerifiedToken| t.is_customer_bound().then(|| subject_hash(key, &t.subject));
+    let mut out = Vec::with_capacity(2);
+    let partner = client.and_then(|c| policy.clients.get(c)).and_then(|c| c.partner.as_deref());
+    let token_event = TokenEvent {
+        common: common(Stream::Token),
+        client,
+        partner,
+        kid: token.map(|t| t.kid.as_str()),
+        jti: token.map(|t| t.jti.as_str()),
+        auth_method: "bearer",
+        cache_hit: match decision {
+            Decision::Allow(a) => Some(a.cache_hit),
+            Decision::Deny(_) => None,
+        },
+    };
+    push(&mut out, Stream::Token, &token_event);
+    if let Some(RouteConsent::Permissions(groups)) = route.map(|r| &r.consent) {
+        let used = match decision {
+            Decision::Allow(a) => a.consent.as_ref(),
+            Decision::Deny(_) => None,
+        };
+        let event = ConsentEvent {
+            common: common(Stream::Consent),
+            client,
+            consent_id: used
+                .map(|c| c.id.as_str())
+                .or_else(|| token.and_then(|t| t.consent.as_ref()).map(|c| c.id.as_str())),
+            consent_source: used.map(|c| c.source.name()),
+            subject_hash: token.and_then(hashed),
+            permissions_used: used.map(|c| c.permissions_used.as_str()),
+            permissions_required: groups.iter().map(|g| g.iter().map(String::as_str).collect()).collect(),
+        };
+        push(&mut out, Stream::Consent, &event);
+    }
+    if let Some(t) = token.filter(|t| !t.actor_chain.is_empty()) {
+        let event = DelegationEvent {
+            common: common(Stream::Delegation),
+            client,
+            subject_hash: hashed(t),
+            actor_chain: &t.actor_chain,
+        };
+        push(&mut out, Stream::Delegation, &event);
+    }
+    out
+}
+
+fn push<T: Serialize>(out: &mut Vec<(Stream, String)>, stream: Stream, event: &T) {
+    if let Ok(json) = serde_json::to_string(event) {
+        out.push((stream, json));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::RequestFacts;
+    use crate::testkit::*;
+    use serde_json::{json, Value};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn run(auth: &[&str], path: &str) -> Vec<(Stream, Value)> {
+        let mut e = engine();
+        let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
+        let facts = RequestFacts { method: "GET", path, authorization: &a, consent: &[], now: NOW };
+        let (policy, decision) = e.decide_with_policy(&facts);
+        let ctx = AuditContext {
+            decision_id: "d1",
+            time_ms: NOW * 1000,
+            request_id: "r1",
+            interaction_id: "i1",
+            outcome: Outcome::Allow,
+        };
+        events(policy, &decision, &ctx).into_iter().map(|(s, j)| (s, serde_json::from_str(&j).unwrap())).collect()
+    }
+
+    #[test]
+    fn a_delegated_consented_request_fills_all_three_streams() {
+        let mut c = claims("moneywise-app", "accounts");
+        c["act"] = json!({"sub": "moneywise-insights", "act": {"sub": "batch-7"}});
+        let t = bearer(&token(&c));
+        let ev = run(&[&t], "/accounts/1/balances");
+        let streams: Vec<Stream> = ev.iter().map(|(s, _)| *s).collect();
+        assert_eq!(streams, vec![Stream::Token, Stream::Consent, Stream::Delegation]);
+        assert_eq!(ev[0].1["client"], "moneywise-app");
+        assert_eq!(ev[0].1["partner"], "moneywise");
+        assert_eq!(ev[1].1["consent_id"], "aac-8841");
+        assert_eq!(ev[2].1["actor_chain"], json!(["moneywise-insights", "batch-7"]));
+        for (_, e) in &ev {
+            assert_eq!((e["decision_id"].as_str(), e["interaction_id"].as_str()), (Some("d1"), Some("i1")));
+            assert_eq!(e["time"], "2026-11-24T00:00:00.000Z");
+            let text = e.to_string();
+            assert!(!text.contains("customer-8841") && !text.contains(t.trim_start_matches("Bearer ")));
+        }
+    }
+
+    #[test]
+    fn a_denial_before_authentication_has_a_token_event_without_identity() {
+        let ev = run(&[], "/accounts");
+        assert_eq!(ev.len(), 2, "token and consent streams (the route needs consent)");
+        assert_eq!(ev[0].1["reason"], "token_missing");
+        assert!(ev[0].1["client"].is_null() && ev[1].1["subject_hash"].is_null());
+    }
+
+    #[test]
+    fn subject_hashes_are_keyed() {
+        assert_eq!(subject_hash(b"k1", "customer-1"), subject_hash(b"k1", "customer-1"));
+        assert_ne!(subject_hash(b"k1", "customer-1"), subject_hash(b"k2", "customer-1"));
+        assert_eq!(subject_hash(b"k1", "customer-1").len(), 32);
+        assert_ne!(decision_id("r", 1), decision_id("r", 2));
+    }
+}
