@@ -51,6 +51,12 @@ pub fn check_registration<'p>(
     if now >= client.expires {
         return Err(Reason::ClientExpired);
     }
+    if let Some(grace_days) = policy.governance.enforce_review_grace_days {
+        // Never reviewed counts as overdue: an identity nobody looked at is the one to stop.
+        if client.review_due.is_none_or(|due| now > due.saturating_add(grace_days.saturating_mul(86_400))) {
+            return Err(Reason::ReviewOverdue);
+        }
+    }
     let partner = match &client.partner {
         Some(id) => {
             // The loader guarantees the partner exists; a missing one still fails closed.

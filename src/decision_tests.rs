@@ -614,11 +614,35 @@ fn a_malformed_or_mismatched_feed_keeps_the_last_good_snapshot() {
 }
 
 #[test]
+fn overdue_reviews_deny_only_when_the_policy_enforces_them() {
+    let t = bearer(&token(&cc_claims("ledger-sync", "ledger:read")));
+    let mut e = engine();
+    assert_eq!(decide(&mut e, "GET", "/internal/ledger/accounts/1", &[&t]), Ok("ledger-account".into()));
+    let mut doc: serde_json::Value = serde_json::from_str(POLICY_JSON).unwrap();
+    doc["governance"]["enforce_review_grace_days"] = json!(30);
+    let mut e = Engine::new(
+        Rc::new(crate::policy::load(&doc.to_string(), "t").unwrap()),
+        Box::new(crate::jwt::verifier::PureRust),
+    );
+    e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
+    assert_eq!(
+        decide(&mut e, "GET", "/internal/ledger/accounts/1", &[&t]),
+        Err(Reason::ReviewOverdue),
+        "reviewed 2026-05-01, 90-day cadence"
+    );
+    let app = bearer(&token(&claims("moneywise-app", "accounts")));
+    assert_eq!(decide(&mut e, "GET", "/accounts", &[&app]), Ok("accounts".into()), "reviewed 2026-08-15, due 2027-02");
+    let never = bearer(&token(&claims("moneywise-legacy", "accounts")));
+    assert_eq!(decide(&mut e, "GET", "/accounts", &[&never]), Err(Reason::ClientExpired));
+}
+
+#[test]
 fn every_core_reason_is_covered_by_a_case() {
     let mut produced: HashSet<Reason> = cases().iter().filter_map(|c| c.expect.err()).collect();
     produced.extend(revocation_outcomes().into_iter().filter_map(|(_, _, want)| want.err()));
     produced.insert(Reason::VerifierError);
-    // Produced only by the host shell (no policy, a failed host call): tested end to end.
+    produced.insert(Reason::ReviewOverdue); // overdue_reviews_deny_only_when_the_policy_enforces_them
+                                            // Produced only by the host shell (no policy, a failed host call): tested end to end.
     let host_only = [Reason::PolicyUnavailable, Reason::HostError];
     let missing: Vec<_> = Reason::ALL.iter().filter(|r| !produced.contains(r) && !host_only.contains(r)).collect();
     assert!(missing.is_empty(), "reasons without a case: {missing:?}");

@@ -9,6 +9,7 @@ pub mod consent;
 pub mod credentials;
 pub mod decision;
 pub mod delegation;
+pub mod governance;
 pub mod header_map;
 pub mod jwt;
 pub mod policy;

@@ -83,6 +83,7 @@ reasons! {
     PartnerSuspended => ("partner_suspended", 403, None, "the client's partner is suspended"),
     PartnerOffboarded => ("partner_offboarded", 403, None, "the client's partner has been offboarded"),
     PartnerContractEnded => ("partner_contract_ended", 403, None, "the client's partner contract has ended"),
+    ReviewOverdue => ("review_overdue", 403, None, "the client's access review is overdue beyond the grace period"),
     // Live revocation.
     TokenRevoked => ("token_revoked", 401, InvalidToken, "the token (iss, jti) has been revoked"),
     KeyRevoked => ("key_revoked", 401, InvalidToken, "the key that signed the token has been revoked"),

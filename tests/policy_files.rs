@@ -89,15 +89,61 @@ fn every_yaml_file_parses() {
     }
 }
 
+#[test]
+fn fleet_manifests_carry_the_example_policy_and_it_loads() {
+    let example = json("policies/open-banking.json");
+    for (file, path) in [
+        ("envoy/istio-wasmplugin.yaml", vec!["spec", "pluginConfig"]),
+        ("envoy/envoy-gateway-extension-policy.yaml", vec!["spec", "wasm"]),
+    ] {
+        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();
+        let mut v: Value = serde_json::to_value(&doc).unwrap();
+        for key in &path {
+            v = v[*key].clone();
+        }
+        if v.is_array() {
+            assert_eq!(v[0]["failOpen"], false, "{file} must fail closed");
+            v = v[0]["config"].clone();
+        } else {
+            assert_eq!(
+                serde_json::to_value(&doc).unwrap()["spec"]["failStrategy"],
+                "FAIL_CLOSE",
+                "{file} must fail closed"
+            );
+        }
+        assert_eq!(v, example, "{file} is stale: run scripts/render-manifests.py");
+        assert!(nhi_guard::load_policy(&v.to_string(), file).is_ok());
+    }
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_nhi-guard")).args(args).current_dir(repo(".")).output().unwrap()
 }
 
 #[test]
-fn cli_check_passes_the_example_and_fails_a_broken_policy() {
-    let ok = cli(&["check", "policies/open-banking.json"]);
-    assert!(ok.status.success());
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok (1 issuers, 4 partners, 9 clients, 14 routes)"));
+fn cli_check_reports_findings_and_fails_on_load_errors_or_error_findings() {
+    let example = cli(&["check", "policies/open-banking.json", "--now", "2026-11-24T00:00:00Z"]);
+    assert_eq!(example.status.code(), Some(1), "the example carries deliberate stale partner access");
+    let out = String::from_utf8_lossy(&example.stdout);
+    assert!(out.contains("ok (1 issuers, 4 partners, 9 clients, 14 routes)"), "{out}");
+    assert!(out.contains("stale_partner_access") && out.contains("client quickloans-app"), "{out}");
+
+    let mut clean = json("policies/open-banking.json");
+    let bad_partners = ["quickloans", "budgetbuddy", "oldbridge"];
+    clean["partners"].as_array_mut().unwrap().retain(|p| !bad_partners.contains(&p["id"].as_str().unwrap_or("")));
+    clean["clients"].as_array_mut().unwrap().retain(|c| !bad_partners.contains(&c["partner"].as_str().unwrap_or("-")));
+    let path = repo("target/cli-clean-policy.json");
+    std::fs::write(&path, clean.to_string()).unwrap();
+    let ok = cli(&["check", path.to_str().unwrap(), "--now", "2026-11-24T00:00:00Z", "--format", "json"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let report: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report[0]["valid"], true);
+    assert!(report[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["code"] == "review_overdue" && f["severity"] == "warning"));
+
     let mut doc = json("policies/open-banking.json");
     doc["clients"][2]["partner"] = serde_json::json!("ghost");
     let bad = repo("target/cli-bad-policy.json");
@@ -109,6 +155,23 @@ fn cli_check_passes_the_example_and_fails_a_broken_policy() {
         err.contains("cli-bad-policy.json: invalid policy (1 error)") && err.contains("clients[2].partner"),
         "{err}"
     );
+    let out = cli(&["check", bad.to_str().unwrap(), "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["errors"][0]["path"], "clients[2].partner");
+}
+
+#[test]
+fn cli_inventory_in_three_formats() {
+    let csv = String::from_utf8(cli(&["inventory", "policies/open-banking.json", "--format", "csv"]).stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes");
+    assert_eq!(lines.len(), 1 + 13);
+    assert!(lines.iter().any(|l| l.starts_with("\"quickloans-app\",\"partner_app\",\"quickloans\"")));
+    let rows: Value =
+        serde_json::from_slice(&cli(&["inventory", "policies/open-banking.json", "--format", "json"]).stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 13);
+    let text = String::from_utf8(cli(&["inventory", "policies/open-banking.json"]).stdout).unwrap();
+    assert!(text.starts_with("ID ") && text.contains("ledger-sync"));
 }
 
 fn engine() -> nhi_guard::Engine {

@@ -12,8 +12,13 @@ const USAGE: &str = "\
 nhi-guard: machine authority and customer consent for banking APIs, inline in Envoy
 
 USAGE:
-  nhi-guard check FILE...
-      Load each policy with the filter's loader; print a summary or every error. Exit 1 on errors.
+  nhi-guard check FILE... [--format text|json] [--now RFC3339]
+      Load each policy with the filter's loader, then report governance findings (stale partner
+      access, over-privilege, TTLs above ceilings, overdue reviews, ...). Exit 1 on load errors or
+      error-severity findings.
+  nhi-guard inventory FILE [--format text|csv|json]
+      Every partner and machine identity with owner, purpose, status, scopes, expiry, review dates
+      and the routes it can reach.
   nhi-guard token --key PEM --kid KID --iss ISS --aud AUD --client CLIENT_ID [--sub SUB]
                   [--scope \"a b\"] [--ttl SECONDS] [--iat-offset SECONDS] [--alg PS256|RS256]
                   [--claim NAME=JSON]... [--count N]
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("check") => check(args.get(1..).unwrap_or(&[])),
+        Some("inventory") => inventory(args.get(1..).unwrap_or(&[])),
         Some("token") => token(args.get(1..).unwrap_or(&[])),
         Some("consent") => consent(args.get(1..).unwrap_or(&[])),
         Some("jwks") => jwks(args.get(1..).unwrap_or(&[])),
@@ -102,31 +108,120 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
-fn check(files: &[String]) -> Result<(), String> {
+fn check(args: &[String]) -> Result<(), String> {
+    let (files, f) = positional(args)?;
     if files.is_empty() {
         return Err("check needs at least one policy file".into());
     }
+    let now = match f.get("now") {
+        Some(t) => nhi_guard::timestamp::parse_rfc3339(t).ok_or("--now must be an RFC 3339 date-time")?,
+        None => unix_now()?,
+    };
+    let json_out = f.get("format") == Some("json");
     let mut failed = false;
-    for f in files {
-        match nhi_guard::load_policy(&read(f)?, f) {
-            Ok(p) => println!(
-                "{f}: ok ({} issuers, {} partners, {} clients, {} routes)",
-                p.issuers.len(),
-                p.partners.len(),
-                p.clients.len(),
-                p.routes.iter().count()
-            ),
+    let mut report = Vec::new();
+    for file in &files {
+        match nhi_guard::load_policy(&read(file)?, file) {
+            Ok(p) => {
+                let findings = nhi_guard::governance::findings(&p, now);
+                failed |= findings.iter().any(|x| x.severity == nhi_guard::governance::Severity::Error);
+                if json_out {
+                    report.push(json!({"file": file, "valid": true, "findings": findings}));
+                    continue;
+                }
+                println!(
+                    "{file}: ok ({} issuers, {} partners, {} clients, {} routes); {} finding(s)",
+                    p.issuers.len(),
+                    p.partners.len(),
+                    p.clients.len(),
+                    p.routes.iter().count(),
+                    findings.len()
+                );
+                for x in findings {
+                    let sev = format!("{:?}", x.severity).to_lowercase();
+                    println!("  {sev:<7} {:<30} {:<34} {}", x.code, x.subject, x.message);
+                }
+            }
             Err(e) => {
-                eprintln!("{e}");
                 failed = true;
+                if json_out {
+                    let errors: Vec<Value> =
+                        e.errors.iter().map(|x| json!({"path": x.path, "message": x.message})).collect();
+                    report.push(json!({"file": file, "valid": false, "errors": errors}));
+                } else {
+                    eprintln!("{e}");
+                }
             }
         }
     }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    }
     if failed {
-        Err("policy check failed".into())
+        Err("policy check failed (load errors or error findings)".into())
     } else {
         Ok(())
     }
+}
+
+/// Leading positional arguments, then `--flag value` pairs.
+fn positional(args: &[String]) -> Result<(Vec<String>, Flags), String> {
+    let split = args.iter().position(|a| a.starts_with("--")).unwrap_or(args.len());
+    Ok((args.get(..split).unwrap_or(&[]).to_vec(), Flags::parse(args.get(split..).unwrap_or(&[]))?))
+}
+
+fn inventory(args: &[String]) -> Result<(), String> {
+    let (files, f) = positional(args)?;
+    let file = files.first().ok_or("inventory needs a policy file")?;
+    let policy = nhi_guard::load_policy(&read(file)?, file).map_err(|e| e.to_string())?;
+    let rows = nhi_guard::governance::inventory(&policy);
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    match f.get("format").unwrap_or("text") {
+        "json" => println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?),
+        "csv" => {
+            println!("id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes");
+            for r in &rows {
+                let cells = [
+                    r.id.clone(),
+                    r.kind.clone(),
+                    opt(&r.partner),
+                    r.owner.clone(),
+                    r.purpose.clone(),
+                    r.status.clone(),
+                    r.scopes.join(" "),
+                    opt(&r.expires),
+                    opt(&r.last_reviewed),
+                    opt(&r.review_due),
+                    r.routes.join(" "),
+                ];
+                let quoted: Vec<String> = cells.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+                println!("{}", quoted.join(","));
+            }
+        }
+        "text" => {
+            println!(
+                "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {}",
+                "ID", "KIND", "PARTNER", "STATUS", "OWNER", "EXPIRES", "REVIEW DUE", "ROUTES", "SCOPES"
+            );
+            for r in &rows {
+                let day = |v: &Option<String>| v.as_deref().map_or("-".to_string(), |t| t.chars().take(10).collect());
+                println!(
+                    "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {}",
+                    r.id,
+                    r.kind,
+                    opt(&r.partner),
+                    r.status,
+                    r.owner,
+                    day(&r.expires),
+                    day(&r.review_due),
+                    r.routes.len(),
+                    r.scopes.join(" ")
+                );
+            }
+        }
+        other => return Err(format!("--format {other:?}: use text, csv or json")),
+    }
+    Ok(())
 }
 
 fn rsa_alg(name: Option<&str>) -> Result<Alg, String> {

@@ -110,7 +110,7 @@ impl Compiler {
             }
         }
         let partners = self.partners(&doc.partners);
-        let clients = self.clients(&doc.clients, &partners);
+        let clients = self.clients(&doc.clients, &partners, &doc.governance);
         let routes = self.routes(&doc.routes);
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
         let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
@@ -129,6 +129,7 @@ impl Compiler {
             routes: routes?,
             consent,
             revocation,
+            governance: doc.governance,
         })
     }
 
@@ -320,12 +321,14 @@ impl Compiler {
             self.required(format!("{at}.owner"), &d.owner, "partner");
             self.required(format!("{at}.purpose"), &d.purpose, "partner");
             let contract_end = self.time(format!("{at}.contract_end"), &d.contract_end);
+            let last_reviewed = d.last_reviewed.as_ref().map(|t| self.time(format!("{at}.last_reviewed"), t));
             let p = Partner {
                 id: d.id.clone(),
                 owner: d.owner.clone(),
                 purpose: d.purpose.clone(),
                 status: d.status,
                 contract_end,
+                last_reviewed,
             };
             if out.insert(d.id.clone(), p).is_some() {
                 self.err(format!("{at}.id"), format!("partner {:?} is defined twice", d.id));
@@ -334,7 +337,12 @@ impl Compiler {
         out
     }
 
-    fn clients(&mut self, docs: &[ClientDoc], partners: &HashMap<String, Partner>) -> HashMap<String, Client> {
+    fn clients(
+        &mut self,
+        docs: &[ClientDoc],
+        partners: &HashMap<String, Partner>,
+        governance: &super::Governance,
+    ) -> HashMap<String, Client> {
         let mut out = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
             let at = format!("clients[{i}]");
@@ -359,6 +367,8 @@ impl Compiler {
             }
             self.scopes(&format!("{at}.scope_ceiling"), &d.scope_ceiling);
             let expires = self.time(format!("{at}.expires"), &d.expires);
+            let last_reviewed = d.last_reviewed.as_ref().map(|t| self.time(format!("{at}.last_reviewed"), t));
+            let review_due = last_reviewed.map(|t| t + governance.cadence_days(Some(d.kind)) * 86_400);
             let c = Client {
                 id: d.id.clone(),
                 kind: d.kind,
@@ -368,6 +378,8 @@ impl Compiler {
                 expires,
                 status: d.status,
                 scope_ceiling: d.scope_ceiling.clone(),
+                last_reviewed,
+                review_due,
             };
             if out.insert(d.id.clone(), c).is_some() {
                 self.err(format!("{at}.id"), format!("client {:?} is defined twice", d.id));

@@ -28,6 +28,63 @@ pub struct PolicyDocument {
     /// The live revocation feed, polled by one singleton per Envoy.
     #[serde(default)]
     pub revocation: Option<RevocationDoc>,
+    /// Review cadence and token-lifetime ceilings that `nhi-guard check` holds the policy to.
+    #[serde(default)]
+    pub governance: GovernanceDoc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceDoc {
+    /// Days between reviews, per identity class (`partner` and each client kind).
+    pub review_cadence_days: ReviewCadence,
+    /// Longest route token lifetime acceptable per client kind, in seconds.
+    pub max_token_lifetime_seconds: LifetimeCeilings,
+    /// When set, the filter denies clients (and their partners' apps) whose review is overdue by
+    /// more than this many days (`review_overdue`).
+    pub enforce_review_grace_days: Option<i64>,
+    /// Registrations expiring further out than this are flagged as long-lived.
+    pub max_registration_days: i64,
+}
+
+impl Default for GovernanceDoc {
+    fn default() -> Self {
+        GovernanceDoc {
+            review_cadence_days: ReviewCadence::default(),
+            max_token_lifetime_seconds: LifetimeCeilings::default(),
+            enforce_review_grace_days: None,
+            max_registration_days: 730,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewCadence {
+    pub partner: i64,
+    pub partner_app: i64,
+    pub service_account: i64,
+    pub batch_job: i64,
+}
+
+impl Default for ReviewCadence {
+    fn default() -> Self {
+        ReviewCadence { partner: 365, partner_app: 180, service_account: 90, batch_job: 90 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifetimeCeilings {
+    pub partner_app: i64,
+    pub service_account: i64,
+    pub batch_job: i64,
+}
+
+impl Default for LifetimeCeilings {
+    fn default() -> Self {
+        LifetimeCeilings { partner_app: 600, service_account: 900, batch_job: 3600 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +280,9 @@ pub struct PartnerDoc {
     pub status: PartnerStatus,
     /// RFC 3339 instant the contract ends; access stops then.
     pub contract_end: String,
+    /// RFC 3339 instant of the last access review.
+    #[serde(default)]
+    pub last_reviewed: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -270,6 +330,9 @@ pub struct ClientDoc {
     pub status: ClientStatus,
     /// The most this client may ever use, whatever its tokens say.
     pub scope_ceiling: Vec<String>,
+    /// RFC 3339 instant of the last access review.
+    #[serde(default)]
+    pub last_reviewed: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

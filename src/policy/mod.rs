@@ -8,7 +8,7 @@ mod compile;
 pub mod document;
 
 pub use compile::load;
-pub use document::{ClientKind, ClientStatus, Mode, PartnerStatus, SignatureBackend};
+pub use document::{ClientKind, ClientStatus, GovernanceDoc as Governance, Mode, PartnerStatus, SignatureBackend};
 
 use std::collections::HashSet;
 
@@ -33,6 +33,29 @@ pub struct Policy {
     pub routes: RouteTable<RouteRule>,
     pub consent: ConsentSettings,
     pub revocation: Option<RevocationFeed>,
+    pub governance: Governance,
+}
+
+impl Governance {
+    /// Review cadence in days for a partner (`None`) or a client kind.
+    pub fn cadence_days(&self, kind: Option<ClientKind>) -> i64 {
+        let c = &self.review_cadence_days;
+        match kind {
+            None => c.partner,
+            Some(ClientKind::PartnerApp) => c.partner_app,
+            Some(ClientKind::ServiceAccount) => c.service_account,
+            Some(ClientKind::BatchJob) => c.batch_job,
+        }
+    }
+
+    pub fn lifetime_ceiling(&self, kind: ClientKind) -> i64 {
+        let c = &self.max_token_lifetime_seconds;
+        match kind {
+            ClientKind::PartnerApp => c.partner_app,
+            ClientKind::ServiceAccount => c.service_account,
+            ClientKind::BatchJob => c.batch_job,
+        }
+    }
 }
 
 /// Where the revocation feed is and how fresh it must be.
@@ -97,6 +120,7 @@ pub struct Partner {
     pub purpose: String,
     pub status: PartnerStatus,
     pub contract_end: i64,
+    pub last_reviewed: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -109,6 +133,9 @@ pub struct Client {
     pub expires: i64,
     pub status: ClientStatus,
     pub scope_ceiling: Vec<String>,
+    pub last_reviewed: Option<i64>,
+    /// `last_reviewed` plus the kind's cadence (`None`: never reviewed).
+    pub review_due: Option<i64>,
 }
 
 #[derive(Debug)]
