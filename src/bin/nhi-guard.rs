@@ -200,8 +200,8 @@ fn inventory(args: &[String]) -> Result<(), String> {
         }
         "text" => {
             println!(
-                "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {}",
-                "ID", "KIND", "PARTNER", "STATUS", "OWNER", "EXPIRES", "REVIEW DUE", "ROUTES", "SCOPES"
+                "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} SCOPES",
+                "ID", "KIND", "PARTNER", "STATUS", "OWNER", "EXPIRES", "REVIEW DUE", "ROUTES"
             );
             for r in &rows {
                 let day = |v: &Option<String>| v.as_deref().map_or("-".to_string(), |t| t.chars().take(10).collect());
