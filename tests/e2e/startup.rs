@@ -29,6 +29,8 @@ fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
         audit_dir: "target/demo".into(),
     });
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
+    // The shipped config writes its audit logs under target/demo (the demo creates it too).
+    std::fs::create_dir_all(repo().join("target/demo")).unwrap();
     let (ok, out) = validate_file(&repo().join("envoy/envoy.yaml"));
     assert!(ok, "{out}");
     assert!(out.contains("signature backend envoy-native"), "{out}");

@@ -1,0 +1,22 @@
+//! Arbitrary request facts (path, method, Authorization and consent values, a serialized header
+//! map) through the whole decision on the example policy: it must decide, never panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use nhi_guard::jwt::verifier::PureRust;
+use nhi_guard::{header_map, Engine, RequestFacts};
+use std::rc::Rc;
+
+fuzz_target!(|data: &[u8]| {
+    let policy = nhi_guard::load_policy(include_str!("../../policies/open-banking.json"), "fuzz").ok();
+    let Some(policy) = policy else { return };
+    let mut engine = Engine::new(Rc::new(policy), Box::new(PureRust));
+    let _ = engine.observe_feed(1, 1_795_478_400, || Some(br#"{"version":1,"produced_at":"2026-11-24T00:00:00Z"}"#.to_vec()));
+    let _ = header_map::pairs(data).count();
+    let mut parts = data.splitn(4, |b| *b == b'\n');
+    let method = std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("GET");
+    let path = std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("/");
+    let auth = parts.next().unwrap_or_default();
+    let consent = parts.next().unwrap_or_default();
+    let facts = RequestFacts { method, path, authorization: &[auth], consent: &[consent], now: 1_795_478_400 };
+    let _ = engine.decide(&facts);
+});
