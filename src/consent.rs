@@ -6,7 +6,7 @@
 //! presents the token, by the same customer the token carries, and grant what the route needs.
 
 use crate::decision::RequestFacts;
-use crate::jwt::cache::TokenCache;
+use crate::jwt::cache::{Cached, JwsCaches};
 use crate::jwt::claims::NumericDate;
 use crate::jwt::jws;
 use crate::jwt::keys::choose_key;
@@ -17,9 +17,6 @@ use crate::reason::Reason;
 use crate::revocation::RevocationSnapshot;
 use serde::Deserialize;
 use std::rc::Rc;
-
-/// How long a forged artefact's failure is remembered.
-const NEGATIVE_TTL: i64 = 60;
 
 /// The status a consent must have (UK Open Banking: AwaitingAuthorisation, Authorised, Rejected, Revoked).
 pub const AUTHORISED: &str = "Authorised";
@@ -80,16 +77,12 @@ pub struct ConsentUse {
 
 /// Per-worker consent-artefact verification state.
 pub struct ConsentVerifier {
-    verified: TokenCache<Rc<VerifiedConsent>>,
-    forged: TokenCache<Reason>,
+    caches: JwsCaches<VerifiedConsent>,
 }
 
 impl ConsentVerifier {
     pub fn new(policy: &Policy) -> Self {
-        ConsentVerifier {
-            verified: TokenCache::new(policy.token_cache_entries),
-            forged: TokenCache::new(policy.negative_cache_entries),
-        }
+        ConsentVerifier { caches: JwsCaches::new(policy.token_cache_entries, policy.negative_cache_entries) }
     }
 
     /// Applies the route's consent requirement to a token that already has machine authority.
@@ -169,13 +162,14 @@ impl ConsentVerifier {
             return Err(Reason::ConsentInvalid);
         }
         let text = std::str::from_utf8(raw).map_err(|_| Reason::ConsentInvalid)?.trim();
-        if let Some(hit) = self.verified.get(text, now) {
-            let skew = policy.consent.issuers.get(hit.issuer).map_or(0, |i| i.clock_skew);
-            check_times(&hit, skew, now)?;
-            return Ok(hit);
-        }
-        if let Some(reason) = self.forged.get(text, now) {
-            return Err(reason);
+        match self.caches.lookup(text, now) {
+            Cached::Verified(hit) => {
+                let skew = policy.consent.issuers.get(hit.issuer).map_or(0, |i| i.clock_skew);
+                check_times(&hit, skew, now)?;
+                return Ok(hit);
+            }
+            Cached::Forged(reason) => return Err(reason),
+            Cached::Miss => {}
         }
         let jws = jws::decode::<ConsentClaims>(text).map_err(|_| Reason::ConsentInvalid)?;
         let c = &jws.claims;
@@ -206,17 +200,9 @@ impl ConsentVerifier {
             nbf: c.nbf.map(|n| n.0),
         };
         check_times(&candidate, issuer.clock_skew, now)?;
-        match verifier.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.forged.insert(text, Reason::ConsentInvalid, now + NEGATIVE_TTL);
-                return Err(Reason::ConsentInvalid);
-            }
-            Err(_) => return Err(Reason::VerifierError),
-        }
-        let rc = Rc::new(candidate);
-        self.verified.insert(text, rc.clone(), rc.exp);
-        Ok(rc)
+        let until = candidate.exp;
+        let signed = (key, jws.signing_input, &jws.signature[..]);
+        self.caches.verify(text, signed, verifier, candidate, until, Reason::ConsentInvalid, now)
     }
 }
 

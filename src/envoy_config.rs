@@ -45,10 +45,29 @@ fn indent(text: &str, spaces: usize) -> String {
     text.trim_end().lines().map(|line| format!("{:spaces$}{line}\n", "")).collect()
 }
 
+/// The plugin config both roles share (the filter and the feed poller): same module, same
+/// `vm_id` (so they share data), same policy. `pad` is the indentation of the `name:` line.
+fn plugin_config(root_id: &str, wasm: &str, policy_json: &str, pad: usize) -> String {
+    let block = format!(
+        r#"name: {root_id}
+root_id: {root_id}
+vm_config:
+  vm_id: nhi_guard
+  runtime: envoy.wasm.runtime.v8
+  code:
+    local:
+      filename: {wasm}
+configuration:
+  "@type": type.googleapis.com/google.protobuf.StringValue
+  value: |
+"#
+    );
+    format!("{}{}", indent(&block, pad), indent(policy_json, pad + 4))
+}
+
 /// The bootstrap YAML. The policy travels as a `google.protobuf.StringValue`, indented as a block.
 /// A policy with a revocation feed also gets the singleton poller service and the feed's cluster.
 pub fn render(l: &EnvoyLayout) -> String {
-    let policy = indent(&l.policy_json, 20);
     let feed = crate::load_policy(&l.policy_json, "policy").ok().and_then(|p| p.revocation);
     let (bootstrap, feed_cluster) = match feed {
         None => (String::new(), String::new()),
@@ -61,20 +80,8 @@ bootstrap_extensions:
     "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
     singleton: true
     config:
-      name: nhi_guard_feed
-      root_id: nhi_guard_feed
-      vm_config:
-        vm_id: nhi_guard
-        runtime: envoy.wasm.runtime.v8
-        code:
-          local:
-            filename: {wasm}
-      configuration:
-        "@type": type.googleapis.com/google.protobuf.StringValue
-        value: |
-{policy_service}"#,
-                wasm = l.wasm_path,
-                policy_service = indent(&l.policy_json, 10),
+{plugin}"#,
+                plugin = plugin_config("nhi_guard_feed", &l.wasm_path, &l.policy_json, 6),
             ),
             format!(
                 r#"  - name: {cluster}
@@ -127,20 +134,9 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: nhi_guard
-                root_id: nhi_guard
                 # Fail closed: if the VM cannot run, requests get 503, never a pass.
                 failure_policy: FAIL_CLOSED
-                vm_config:
-                  vm_id: nhi_guard
-                  runtime: envoy.wasm.runtime.v8
-                  code:
-                    local:
-                      filename: {wasm}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{policy}          - name: envoy.filters.http.router
+{plugin}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -161,7 +157,6 @@ static_resources:
         admin = l.admin_port,
         listen = l.listen_port,
         upstream = l.upstream_port,
-        wasm = l.wasm_path,
-        policy = policy,
+        plugin = plugin_config("nhi_guard", &l.wasm_path, &l.policy_json, 16),
     )
 }

@@ -4,7 +4,7 @@
 //! required claims, audience, time (token and route limits), and only then the signature.
 //! A cache hit re-runs the time checks only: everything else is a property of the token text.
 
-use super::cache::TokenCache;
+use super::cache::{Cached, JwsCaches};
 use super::claims::{actor_chain, AccessTokenClaims};
 use super::jws::{self, JwsError};
 use super::keys::{choose_key, Alg, KeyChoiceError};
@@ -12,9 +12,6 @@ use super::verifier::SignatureVerifier;
 use crate::policy::{Issuer, Policy, RouteRule};
 use crate::reason::Reason;
 use std::rc::Rc;
-
-/// How long a forged token's failure is remembered (its own `exp` is attacker-chosen).
-const NEGATIVE_TTL: i64 = 60;
 
 /// What a token proved, once its signature verified. Cached per worker until `exp`.
 #[derive(Debug, Clone)]
@@ -61,8 +58,7 @@ impl VerifiedToken {
 
 /// Per-worker access-token verification state: the verified and forged-token caches.
 pub struct Authenticator {
-    verified: TokenCache<Rc<VerifiedToken>>,
-    forged: TokenCache<Reason>,
+    caches: JwsCaches<VerifiedToken>,
 }
 
 /// The outcome, with whether the cache answered (for metrics).
@@ -73,14 +69,11 @@ pub struct Authenticated {
 
 impl Authenticator {
     pub fn new(policy: &Policy) -> Self {
-        Authenticator {
-            verified: TokenCache::new(policy.token_cache_entries),
-            forged: TokenCache::new(policy.negative_cache_entries),
-        }
+        Authenticator { caches: JwsCaches::new(policy.token_cache_entries, policy.negative_cache_entries) }
     }
 
     pub fn cached_tokens(&self) -> usize {
-        self.verified.len()
+        self.caches.verified_len()
     }
 
     pub fn authenticate(
@@ -94,13 +87,14 @@ impl Authenticator {
         if token.len() > policy.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
-        if let Some(hit) = self.verified.get(token, now) {
-            let skew = policy.issuers.get(hit.issuer).map_or(0, |i| i.clock_skew);
-            check_times(&hit, skew, route, now)?;
-            return Ok(Authenticated { token: hit, cache_hit: true });
-        }
-        if let Some(reason) = self.forged.get(token, now) {
-            return Err(reason);
+        match self.caches.lookup(token, now) {
+            Cached::Verified(hit) => {
+                let skew = policy.issuers.get(hit.issuer).map_or(0, |i| i.clock_skew);
+                check_times(&hit, skew, route, now)?;
+                return Ok(Authenticated { token: hit, cache_hit: true });
+            }
+            Cached::Forged(reason) => return Err(reason),
+            Cached::Miss => {}
         }
         let jws = jws::decode::<AccessTokenClaims>(token).map_err(|e| match e {
             JwsError::Malformed | JwsError::CriticalHeader => Reason::TokenMalformed,
@@ -151,17 +145,10 @@ impl Authenticator {
             actor_chain,
         };
         check_times(&candidate, issuer.clock_skew, route, now)?;
-        match verifier.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.forged.insert(token, Reason::SignatureInvalid, now + NEGATIVE_TTL);
-                return Err(Reason::SignatureInvalid);
-            }
-            Err(_) => return Err(Reason::VerifierError),
-        }
-        let token_rc = Rc::new(candidate);
-        self.verified.insert(token, token_rc.clone(), token_rc.exp);
-        Ok(Authenticated { token: token_rc, cache_hit: false })
+        let until = candidate.exp;
+        let signed = (key, jws.signing_input, &jws.signature[..]);
+        let token = self.caches.verify(token, signed, verifier, candidate, until, Reason::SignatureInvalid, now)?;
+        Ok(Authenticated { token, cache_hit: false })
     }
 }
 

@@ -5,6 +5,9 @@
 //! Entries never outlive their `until` time; when full, the oldest insertion goes first (FIFO),
 //! which is O(1) and good enough because entries are short-lived anyway.
 
+use super::keys::VerificationKey;
+use super::verifier::SignatureVerifier;
+use crate::reason::Reason;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -82,6 +85,70 @@ impl<V: Clone> TokenCache<V> {
     pub fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
+    }
+}
+
+/// How long a forged JWS's failure is remembered (its own `exp` is attacker-chosen).
+pub const FORGED_TTL: i64 = 60;
+
+/// The two caches one kind of JWS needs (verified outcomes, and signature failures) and the
+/// signature step that fills them. Shared by access tokens and consent artefacts.
+pub struct JwsCaches<V> {
+    verified: TokenCache<Rc<V>>,
+    forged: TokenCache<Reason>,
+}
+
+/// What a cache lookup found.
+pub enum Cached<V> {
+    Verified(Rc<V>),
+    Forged(Reason),
+    Miss,
+}
+
+impl<V> JwsCaches<V> {
+    pub fn new(verified: usize, forged: usize) -> Self {
+        JwsCaches { verified: TokenCache::new(verified), forged: TokenCache::new(forged) }
+    }
+
+    pub fn lookup(&mut self, text: &str, now: i64) -> Cached<V> {
+        if let Some(hit) = self.verified.get(text, now) {
+            return Cached::Verified(hit);
+        }
+        match self.forged.get(text, now) {
+            Some(reason) => Cached::Forged(reason),
+            None => Cached::Miss,
+        }
+    }
+
+    /// Checks the signature; a good JWS is remembered as `value` until `until`, a forged one as
+    /// `forged` for `FORGED_TTL`. A verifier that cannot answer fails closed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify(
+        &mut self,
+        text: &str,
+        (key, signing_input, signature): (&VerificationKey, &str, &[u8]),
+        verifier: &dyn SignatureVerifier,
+        value: V,
+        until: i64,
+        forged: Reason,
+        now: i64,
+    ) -> Result<Rc<V>, Reason> {
+        match verifier.verify(key, signing_input.as_bytes(), signature) {
+            Ok(true) => {
+                let rc = Rc::new(value);
+                self.verified.insert(text, rc.clone(), until);
+                Ok(rc)
+            }
+            Ok(false) => {
+                self.forged.insert(text, forged, now + FORGED_TTL);
+                Err(forged)
+            }
+            Err(_) => Err(Reason::VerifierError),
+        }
+    }
+
+    pub fn verified_len(&self) -> usize {
+        self.verified.len()
     }
 }
 
