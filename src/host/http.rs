@@ -9,7 +9,7 @@ use super::{feed, headers, log};
 use crate::audit::{self, AuditContext, Outcome, Stream};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
 use crate::header_map;
-use crate::policy::Policy;
+use crate::policy::{AuditLog, Policy};
 use crate::revocation::decode_status;
 use crate::{Decision, Engine, Reason, RequestFacts};
 use proxy_wasm::hostcalls;
@@ -177,8 +177,10 @@ impl HttpContext for RequestContext {
 }
 
 impl RequestContext {
-    /// Counts the decision, writes its audit events (log lines per stream, and filter state that
-    /// Envoy access logs can write to per-stream files), and logs denials in one line.
+    /// Counts the decision, writes its audit events (filter state that Envoy access logs write to
+    /// per-stream files, and log lines per `settings.audit_log`), and logs denials in one line.
+    /// Filter-state writes cost Envoy real time (measured), so there is one per stream and no
+    /// separate decision-id or reason entry: the token event carries both.
     fn record(&self, policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) {
         let (route, reason, token) = match decision {
             Decision::Allow(a) => (Some(a.route), None, Some(&a.token)),
@@ -206,11 +208,15 @@ impl RequestContext {
                 ),
             );
         }
-        let _ = hostcalls::set_property(vec!["nhi_guard_decision_id"], Some(ctx.decision_id.as_bytes()));
-        let _ =
-            hostcalls::set_property(vec!["nhi_guard_reason"], Some(reason.map_or("allowed", Reason::code).as_bytes()));
+        let to_log = match policy.audit_log {
+            AuditLog::All => true,
+            AuditLog::Denials => reason.is_some(),
+            AuditLog::None => false,
+        };
         for (stream, json) in audit::events(policy, decision, ctx) {
-            log(LogLevel::Info, &format!("{}{json}", stream.prefix()));
+            if to_log {
+                log(LogLevel::Info, &format!("{}{json}", stream.prefix()));
+            }
             let key = match stream {
                 Stream::Token => "nhi_guard_audit_token",
                 Stream::Consent => "nhi_guard_audit_consent",

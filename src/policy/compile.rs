@@ -123,6 +123,7 @@ impl Compiler {
             signature_backend: s.signature_backend,
             mode: s.mode,
             audit_key: s.audit_subject_key.clone(),
+            audit_log: s.audit_log,
             issuers,
             partners,
             clients,

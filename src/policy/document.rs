@@ -206,6 +206,17 @@ pub struct Settings {
     pub mode: Mode,
     /// Key for the keyed hash of customer subjects in audit events. Keep it secret and stable.
     pub audit_subject_key: String,
+    /// Which decisions also write their audit events to Envoy's log (the access-log files always
+    /// get them). Logging every allowed request costs Envoy time; `denials` is the default.
+    pub audit_log: AuditLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditLog {
+    All,
+    Denials,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -224,6 +235,7 @@ impl Default for Settings {
             signature_backend: SignatureBackend::Auto,
             mode: Mode::Enforce,
             audit_subject_key: String::new(),
+            audit_log: AuditLog::Denials,
         }
     }
 }

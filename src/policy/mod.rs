@@ -8,7 +8,9 @@ mod compile;
 pub mod document;
 
 pub use compile::load;
-pub use document::{ClientKind, ClientStatus, GovernanceDoc as Governance, Mode, PartnerStatus, SignatureBackend};
+pub use document::{
+    AuditLog, ClientKind, ClientStatus, GovernanceDoc as Governance, Mode, PartnerStatus, SignatureBackend,
+};
 
 use std::collections::HashSet;
 
@@ -27,6 +29,7 @@ pub struct Policy {
     pub mode: Mode,
     /// Key of the audit events' subject hash (empty: unkeyed, flagged by `nhi-guard check`).
     pub audit_key: String,
+    pub audit_log: AuditLog,
     pub issuers: Vec<Issuer>,
     pub partners: HashMap<String, Partner>,
     pub clients: HashMap<String, Client>,

@@ -20,7 +20,9 @@ fn audit_lines(envoy: &Envoy, stream: &str, n: usize) -> Vec<Value> {
 
 #[test]
 fn each_decision_writes_its_streams_without_tokens_or_raw_subjects() {
-    let envoy = Envoy::start(&example_policy());
+    let mut doc: Value = serde_json::from_str(&example_policy()).unwrap();
+    doc["settings"]["audit_log"] = json!("all");
+    let envoy = Envoy::start(&doc.to_string());
     let delegated = token(&{
         let mut c = claims("moneywise-app", "accounts");
         c["act"] = json!({"sub": "moneywise-insights"});
