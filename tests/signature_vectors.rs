@@ -58,6 +58,11 @@ impl ForeignFunction for StrictDerHost {
     }
 }
 
+/// A Wycheproof group's key, pinned to `alg`, with its DER SPKI for the native backend.
+fn vector_key(alg: Alg, material: KeyMaterial, der: &[u8]) -> VerificationKey {
+    VerificationKey { kid: "w".into(), alg, material, spki_der: der.to_vec() }
+}
+
 fn agree(expected: TestResult, pure: bool, native: Option<bool>, what: &str) {
     if let Some(n) = native {
         assert_eq!(pure, n, "{what}: backends disagree");
@@ -77,12 +82,7 @@ fn es256_p1363_vectors_on_both_backends() {
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
         let vk = p256::ecdsa::VerifyingKey::from_public_key_der(der).unwrap();
-        let key = VerificationKey {
-            kid: "w".into(),
-            alg: Alg::ES256,
-            material: KeyMaterial::P256(vk),
-            spki_der: der.to_vec(),
-        };
+        let key = vector_key(Alg::ES256, KeyMaterial::P256(vk), der);
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             let host = native.verify(&key, &t.msg, &t.sig).unwrap();
@@ -101,12 +101,7 @@ fn rs256_vectors_on_both_backends() {
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
         let pk = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
-        let key = VerificationKey {
-            kid: "w".into(),
-            alg: Alg::RS256,
-            material: KeyMaterial::Rsa(Box::new(pk)),
-            spki_der: der.to_vec(),
-        };
+        let key = vector_key(Alg::RS256, KeyMaterial::Rsa(Box::new(pk)), der);
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             let host = native.verify(&key, &t.msg, &t.sig).unwrap();
@@ -123,12 +118,7 @@ fn ps256_vectors_on_the_pure_backend() {
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
         let pk = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(der).unwrap();
-        let key = VerificationKey {
-            kid: "w".into(),
-            alg: Alg::PS256,
-            material: KeyMaterial::Rsa(Box::new(pk)),
-            spki_der: der.to_vec(),
-        };
+        let key = vector_key(Alg::PS256, KeyMaterial::Rsa(Box::new(pk)), der);
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             agree(t.result, pure, None, &format!("tc {} {}", t.tc_id, t.comment));
@@ -143,12 +133,7 @@ fn ed25519_vectors_on_the_pure_backend() {
         let der: &[u8] = &g.der;
         let raw = &der[der.len() - 32..];
         let pk = ed25519_compact::PublicKey::from_slice(raw).unwrap();
-        let key = VerificationKey {
-            kid: "w".into(),
-            alg: Alg::EdDSA,
-            material: KeyMaterial::Ed25519(pk),
-            spki_der: der.to_vec(),
-        };
+        let key = vector_key(Alg::EdDSA, KeyMaterial::Ed25519(pk), der);
         for t in &g.tests {
             let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
             agree(t.result, pure, None, &format!("tc {} {}", t.tc_id, t.comment));
