@@ -26,10 +26,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# The upstream also serves the revocation feed the filter's poller fetches every second.
+# The upstream also serves the revocation feed the filter's poller fetches every second, and the
+# JWKS of the bank's internal STS (its keys are not in the policy: the poller fetches them).
 FEED=target/demo/revocations.json
+JWKS=target/demo/sts-jwks.json
 echo "{\"version\": 1, \"produced_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" > $FEED
-$CLI upstream --port $UPSTREAM --feed-file $FEED 2>target/demo/upstream.log &
+$CLI jwks policies/demo-keys/sts-es256.pem:sts-es256 > $JWKS
+$CLI upstream --port $UPSTREAM --feed-file $FEED --jwks-file $JWKS 2>target/demo/upstream.log &
 pids+=($!)
 "$NHI_GUARD_ENVOY" -c envoy/envoy.yaml --concurrency 2 --base-id 7101 -l info \
   --log-path target/demo/envoy.log --file-flush-interval-msec 200 &
@@ -38,11 +41,14 @@ for _ in $(seq 1 150); do
   curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null 2>&1 && break
   sleep 0.2
 done
-# Routes need fresh revocation data: wait for the poller's first fetch.
-for _ in $(seq 1 50); do
-  curl -fs "http://127.0.0.1:$ADMIN/stats?filter=nhi_guard.feed.fetch_ok" | grep -q ': [1-9]' && break
-  sleep 0.1
+# Routes need fresh revocation data and STS tokens need the STS's keys: wait for the poller's first fetches.
+for stat in nhi_guard.feed.fetch_ok nhi_guard.jwks.fetch_ok; do
+  for _ in $(seq 1 50); do
+    curl -fs "http://127.0.0.1:$ADMIN/stats?filter=$stat" | grep -q ': [1-9]' && break
+    sleep 0.1
+  done
 done
+sleep 0.2  # workers pick up the poller's data within 100 ms
 curl -fs "http://127.0.0.1:$ADMIN/ready" >/dev/null || { echo "demo: Envoy did not start; see target/demo/envoy.log" >&2; tail -20 target/demo/envoy.log >&2; exit 1; }
 
 ISS=https://auth.bank.example
@@ -60,6 +66,9 @@ EXPIRED=$(mint --client moneywise-app --sub customer-8841 --scope "accounts" --i
 BALANCES=$(consent --client moneywise-app --consent-id aac-3f9e --permissions "ReadAccountsBasic ReadBalances")
 OTHER_PARTNER=$(consent --client moneywise-insights --consent-id aac-77c1 --permissions "ReadBalances")
 QUICKLOANS=$(consent --client quickloans-app --consent-id aac-0b12 --permissions "ReadBalances")
+# A workload token from the internal STS, verified with keys from its JWKS endpoint.
+sts() { $CLI token --iss https://sts.bank.internal --aud $AUD "$@"; }
+LEDGER=$(sts --key policies/demo-keys/sts-es256.pem --kid sts-es256 --client ledger-sync --scope "ledger:read")
 URL=http://127.0.0.1:$PORT
 
 # expected status | expected reason (or x-nhi-route for 200) | what it shows | curl arguments
@@ -78,6 +87,7 @@ scenarios=(
   "401|token_expired|an expired token|-H 'Authorization: Bearer $EXPIRED' $URL/accounts"
   "400|token_in_query|a token in the query string|'$URL/accounts?access_token=$GOOD'"
   "403|route_unmatched|a route the policy does not name|-H 'Authorization: Bearer $GOOD' $URL/admin/users"
+  "200|ledger-account|a service account's token from the internal STS, keys fetched from its JWKS|-H 'Authorization: Bearer $LEDGER' $URL/internal/ledger/accounts/7"
 )
 
 echo
@@ -111,6 +121,25 @@ if [ $CHECK = 1 ]; then
     sleep 0.1
   done
   if [ "$got" = partner_offboarded ]; then echo "   ok: live revocation took effect"; else echo "   FAILED: live revocation: got $got"; failures=$((failures+1)); fi
+fi
+echo
+echo "# Key rotation at the STS, no redeploy: a token under a new kid is refused until the JWKS lists it."
+$CLI keygen ES256 > target/demo/sts-next.pem
+ROTATED=$(sts --key target/demo/sts-next.pem --kid sts-next --client ledger-sync --scope "ledger:read")
+PUBLISH="$CLI jwks policies/demo-keys/sts-es256.pem:sts-es256 target/demo/sts-next.pem:sts-next > $JWKS.new && mv $JWKS.new $JWKS"
+echo "curl -s -H 'Authorization: Bearer $ROTATED' $URL/internal/ledger/accounts/7   # -> 401 kid_unknown"
+echo "$PUBLISH"
+echo "# -> the unknown kid asked the poller for a refetch (at most one per 2 s): the same curl now gets 200."
+if [ $CHECK = 1 ]; then
+  got=$(curl -s -H "Authorization: Bearer $ROTATED" $URL/internal/ledger/accounts/7 | jq -r '.reason // "allowed"')
+  if [ "$got" = kid_unknown ]; then echo "   ok: unknown kid refused"; else echo "   FAILED: before rotation: got $got"; failures=$((failures+1)); fi
+  eval "$PUBLISH"
+  for _ in $(seq 1 60); do
+    got=$(curl -s -H "Authorization: Bearer $ROTATED" $URL/internal/ledger/accounts/7 | jq -r '.reason // "allowed"')
+    [ "$got" = allowed ] && break
+    sleep 0.1
+  done
+  if [ "$got" = allowed ]; then echo "   ok: rotated key verifies"; else echo "   FAILED: rotation: got $got"; failures=$((failures+1)); fi
 fi
 echo
 echo "Counters: curl -s http://127.0.0.1:$ADMIN/stats?filter=nhi_guard"

@@ -108,6 +108,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes a remote issuer's JWKS as the poller published it (`generation` identifies the
+    /// document; it is read and parsed only when it differs from the one this worker holds). A
+    /// document that does not validate leaves the last good keys in place.
+    pub fn observe_jwks(
+        &mut self,
+        issuer: usize,
+        generation: u64,
+        document: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        if self.authenticator.keys().generation(issuer) == Some(generation) {
+            return Ok(());
+        }
+        let body = document().ok_or("JWKS document missing from shared data")?;
+        self.authenticator.take_jwks(&self.policy, issuer, generation, &body)
+    }
+
+    /// Calls `ask` for each remote issuer whose JWKS this worker wants refetched now (a token named
+    /// a key it lacks), rate-limited per issuer by `unknown_kid_refetch_min_interval_ms`.
+    pub fn jwks_refetch_requests(&mut self, now_ms: i64, ask: impl FnMut(&crate::policy::Issuer)) {
+        self.authenticator.keys_mut().refetch_requests(&self.policy, now_ms, ask)
+    }
+
     /// The feed version this worker decides with, if any.
     pub fn feed_version(&self) -> Option<u64> {
         self.revocation.snapshot.as_ref().map(|s| s.version)

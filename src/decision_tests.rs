@@ -4,7 +4,7 @@ use super::*;
 use crate::jwt::base64url;
 use crate::jwt::keys::VerificationKey;
 use crate::jwt::verifier::VerifierFault;
-use crate::mint::{sign_jws, signing_input};
+use crate::mint::{sign_jws, signing_input, SigningKey};
 use crate::testkit::*;
 use serde_json::json;
 use std::collections::HashSet;
@@ -642,7 +642,8 @@ fn every_core_reason_is_covered_by_a_case() {
     produced.extend(revocation_outcomes().into_iter().filter_map(|(_, _, want)| want.err()));
     produced.insert(Reason::VerifierError);
     produced.insert(Reason::ReviewOverdue); // overdue_reviews_deny_only_when_the_policy_enforces_them
-                                            // Produced only by the host shell (no policy, a failed host call): tested end to end.
+    produced.insert(Reason::JwksUnavailable); // remote_jwks_rotation_removal_and_refetch
+                                              // Produced only by the host shell (no policy, a failed host call): tested end to end.
     let host_only = [Reason::PolicyUnavailable, Reason::HostError];
     let missing: Vec<_> = Reason::ALL.iter().filter(|r| !produced.contains(r) && !host_only.contains(r)).collect();
     assert!(missing.is_empty(), "reasons without a case: {missing:?}");
@@ -738,4 +739,94 @@ fn allowed_requests_carry_verified_identity_only() {
     assert!(h.contains(&("x-nhi-subject", "customer-8841")));
     assert!(h.contains(&("x-nhi-scopes", "accounts")), "only the scopes the route relied on");
     assert!(h.iter().all(|(k, _)| k.starts_with(IDENTITY_HEADER_PREFIX)));
+}
+
+/// Keys from the issuer's JWKS endpoint (`remote_jwks`): fail closed before the first fetch,
+/// rotation, removal (also of cached tokens), rate-limited refetch on unknown kids, last good kept.
+#[test]
+fn remote_jwks_rotation_removal_and_refetch() {
+    let mut e = engine();
+    let (sts, next) = (sts(), SigningKey::es256_from_bytes(&[9u8; 32]).unwrap());
+    let old = bearer(&sts_token("ledger-sync", "ledger:read", &sts, "sts-1"));
+    let new = bearer(&sts_token("ledger-sync", "ledger:read", &next, "sts-2"));
+    let ledger = "/internal/ledger/accounts/1";
+    // Before the first fetch: fail closed, and ask for the keys (once per rate-limit window).
+    assert_eq!(decide(&mut e, "GET", ledger, &[&old]), Err(Reason::JwksUnavailable));
+    assert_eq!(asks(&mut e, NOW * 1000), vec![STS_ISS]);
+    assert_eq!(decide(&mut e, "GET", ledger, &[&old]), Err(Reason::JwksUnavailable));
+    assert!(asks(&mut e, NOW * 1000 + 1999).is_empty(), "rate-limited (2000 ms in the example)");
+    assert_eq!(asks(&mut e, NOW * 1000 + 2000), vec![STS_ISS]);
+    assert!(asks(&mut e, NOW * 1000 + 9000).is_empty(), "no ask without a new miss");
+    // Inline issuers are unaffected throughout.
+    let as_token = bearer(&token(&claims("moneywise-app", "accounts")));
+    assert_eq!(decide(&mut e, "GET", "/accounts", &[&as_token]), Ok("accounts".into()));
+
+    e.observe_jwks(STS_INDEX, 1, || Some(jwks_of(&[(&sts, "sts-1")]))).unwrap();
+    assert_eq!(decide(&mut e, "GET", ledger, &[&old]), Ok("ledger-account".into()));
+    assert_eq!(decide(&mut e, "GET", ledger, &[&new]), Err(Reason::KidUnknown));
+    assert_eq!(asks(&mut e, NOW * 1000 + 20_000), vec![STS_ISS], "unknown kid asks for a refetch");
+    // A flood of made-up kids yields one ask per window.
+    for i in 0..100 {
+        let fake = bearer(&sts_token("ledger-sync", "ledger:read", &next, &format!("made-up-{i}")));
+        assert_eq!(decide(&mut e, "GET", ledger, &[&fake]), Err(Reason::KidUnknown));
+        assert!(asks(&mut e, NOW * 1000 + 20_000 + i * 10).is_empty(), "ask {i} within the window");
+    }
+
+    // Rotation: the new key is added; tokens of both verify, the cached old one stays cached.
+    e.observe_jwks(STS_INDEX, 2, || Some(jwks_of(&[(&sts, "sts-1"), (&next, "sts-2")]))).unwrap();
+    assert_eq!(decide(&mut e, "GET", ledger, &[&new]), Ok("ledger-account".into()));
+    assert!(matches!(decide_cached(&mut e, ledger, &old), Ok(true)), "adding a key keeps the caches");
+    // Removal: the old key leaves the JWKS; its token is refused although it sat in the cache.
+    e.observe_jwks(STS_INDEX, 3, || Some(jwks_of(&[(&next, "sts-2")]))).unwrap();
+    assert_eq!(decide(&mut e, "GET", ledger, &[&old]), Err(Reason::KidUnknown));
+    assert_eq!(decide(&mut e, "GET", ledger, &[&new]), Ok("ledger-account".into()));
+    // Same kid, other key material (a re-keyed kid): tokens of the old material stop verifying.
+    let rekeyed = SigningKey::es256_from_bytes(&[11u8; 32]).unwrap();
+    e.observe_jwks(STS_INDEX, 4, || Some(jwks_of(&[(&rekeyed, "sts-2")]))).unwrap();
+    assert_eq!(decide(&mut e, "GET", ledger, &[&new]), Err(Reason::SignatureInvalid));
+
+    // Bad documents leave the last good keys in place.
+    let good = bearer(&sts_token("ledger-sync", "ledger:read", &rekeyed, "sts-2"));
+    for (what, doc) in [
+        ("not JSON", b"{".to_vec()),
+        ("no keys", br#"{"keys": []}"#.to_vec()),
+        ("private part", {
+            let mut jwk = rekeyed.public_jwk("sts-3");
+            jwk["d"] = json!("c2VjcmV0");
+            json!({"keys": [jwk]}).to_string().into_bytes()
+        }),
+        ("duplicate kid", jwks_of(&[(&rekeyed, "sts-2"), (&next, "sts-2")])),
+        ("consent key", jwks_of(&[(&consent_key(), "x")])),
+        ("oversized", vec![b' '; 70_000]),
+        ("only encryption keys", {
+            let mut jwk = rekeyed.public_jwk("enc-1");
+            jwk["use"] = json!("enc");
+            json!({"keys": [jwk]}).to_string().into_bytes()
+        }),
+    ] {
+        assert!(e.observe_jwks(STS_INDEX, 100, || Some(doc.clone())).is_err(), "{what} must be refused");
+        assert_eq!(decide(&mut e, "GET", ledger, &[&good]), Ok("ledger-account".into()), "{what}");
+    }
+    // Keys the issuer does not allow are skipped, not fatal: an EdDSA key in an ES256-only issuer.
+    let ed = SigningKey::eddsa_from_seed(&[5u8; 32]);
+    e.observe_jwks(STS_INDEX, 5, || Some(jwks_of(&[(&ed, "ed"), (&rekeyed, "sts-2")]))).unwrap();
+    let ed_token = bearer(&sts_token("ledger-sync", "ledger:read", &ed, "ed"));
+    assert_eq!(decide(&mut e, "GET", ledger, &[&ed_token]), Err(Reason::AlgNotAllowed));
+    assert_eq!(decide(&mut e, "GET", ledger, &[&good]), Ok("ledger-account".into()));
+}
+
+/// The issuers the engine asks the poller to refetch at `now_ms`.
+fn asks(e: &mut Engine, now_ms: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    e.jwks_refetch_requests(now_ms, |i| out.push(i.id.clone()));
+    out
+}
+
+/// Runs `token` on `path` and says whether the verified-token cache answered.
+fn decide_cached(e: &mut Engine, path: &str, token: &str) -> Result<bool, Reason> {
+    let a = [token.as_bytes()];
+    match e.decide(&RequestFacts { method: "GET", path, authorization: &a, consent: &[], now: NOW }) {
+        Decision::Allow(a) => Ok(a.cache_hit),
+        Decision::Deny(d) => Err(d.reason),
+    }
 }

@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 upstream that answers every request with what it received, as JSON, and can
-//! also serve nhi-guard's revocation feed.
+//! also serve documents the filter's poller fetches: the revocation feed, an issuer's JWKS.
 //!
 //! The demo's upstream and the end-to-end tests' witness: it shows exactly which headers survived
 //! the filter. Loopback only; one thread per connection; keep-alive supported.
@@ -8,32 +8,39 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-/// A revocation feed the server answers `path` with: a file re-read per request (the demo), or a
-/// document tests change at will. Answers 304 to a matching `If-None-Match`.
+/// A document the server answers `path` with: a file re-read per request (the demo), or one tests
+/// change at will. Answers 304 to a matching `If-None-Match`; counts the requests for it.
 #[derive(Clone)]
-pub struct Feed {
+pub struct Document {
     pub path: String,
-    pub source: FeedSource,
+    pub source: DocumentSource,
+    pub fetches: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
-pub enum FeedSource {
+pub enum DocumentSource {
     File(PathBuf),
-    /// (status, body): tests set 200 with a document, or 503 to play a feed outage.
+    /// (status, body): tests set 200 with a document, or 503 to play an outage.
     Shared(Arc<Mutex<(u16, Vec<u8>)>>),
 }
 
-impl Feed {
+impl Document {
+    pub fn new(path: &str, source: DocumentSource) -> Document {
+        Document { path: path.to_string(), source, fetches: Arc::new(AtomicUsize::new(0)) }
+    }
+
     fn answer(&self, if_none_match: Option<&str>) -> (u16, Vec<u8>, String) {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
         let (status, body) = match &self.source {
-            FeedSource::File(p) => match std::fs::read(p) {
+            DocumentSource::File(p) => match std::fs::read(p) {
                 Ok(b) => (200, b),
                 Err(_) => (503, Vec::new()),
             },
-            FeedSource::Shared(state) => match state.lock() {
+            DocumentSource::Shared(state) => match state.lock() {
                 Ok(s) => s.clone(),
                 Err(_) => (503, Vec::new()),
             },
@@ -59,18 +66,19 @@ pub struct Received {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Serves forever on `listener`. Every request is also sent to `seen`, if given; `feed`'s path is
-/// answered with the feed document instead of an echo.
-pub fn serve(listener: TcpListener, seen: Option<Sender<Received>>, feed: Option<Feed>) {
+/// Serves forever on `listener`. Every request is also sent to `seen`, if given; the paths of
+/// `documents` are answered with those documents instead of an echo.
+pub fn serve(listener: TcpListener, seen: Option<Sender<Received>>, documents: Vec<Document>) {
+    let documents = Arc::new(documents);
     for stream in listener.incoming().flatten() {
-        let (seen, feed) = (seen.clone(), feed.clone());
+        let (seen, documents) = (seen.clone(), documents.clone());
         std::thread::spawn(move || {
-            let _ = handle(stream, seen, feed);
+            let _ = handle(stream, seen, &documents);
         });
     }
 }
 
-fn handle(stream: TcpStream, seen: Option<Sender<Received>>, feed: Option<Feed>) -> std::io::Result<()> {
+fn handle(stream: TcpStream, seen: Option<Sender<Received>>, documents: &[Document]) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -110,9 +118,9 @@ fn handle(stream: TcpStream, seen: Option<Sender<Received>>, feed: Option<Feed>)
         }
         let mut body = vec![0; length.min(1 << 20)];
         reader.read_exact(&mut body)?;
-        if let Some(f) = feed.as_ref().filter(|f| f.path == path) {
-            let (status, body, etag) = f.answer(headers.get("if-none-match").map(String::as_str));
-            write!(out, "HTTP/1.1 {status} Feed\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n", body.len())?;
+        if let Some(d) = documents.iter().find(|d| d.path == path) {
+            let (status, body, etag) = d.answer(headers.get("if-none-match").map(String::as_str));
+            write!(out, "HTTP/1.1 {status} Document\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n", body.len())?;
             out.write_all(&body)?;
             out.flush()?;
             continue;

@@ -188,6 +188,8 @@ pub mod example {
     pub const ISS: &str = "https://auth.bank.example";
     pub const AUD: &str = "https://api.bank.example/open-banking";
     pub const CONSENT_ISS: &str = "https://consent.bank.example";
+    /// The bank's internal token service for workloads; its keys come from its JWKS endpoint.
+    pub const STS_ISS: &str = "https://sts.bank.internal";
     pub const CUSTOMER: &str = "customer-8841";
     pub const DETAILS_TYPE: &str = "openbanking_account_access";
     /// One permission for each consent group the example routes use.

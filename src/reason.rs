@@ -63,6 +63,7 @@ reasons! {
     AlgNotAllowed => ("alg_not_allowed", 401, InvalidToken, "the token's signing algorithm is not allowed for this issuer or key"),
     TypInvalid => ("typ_invalid", 401, InvalidToken, "the token's typ header is not at+jwt"),
     KidUnknown => ("kid_unknown", 401, InvalidToken, "the token's key id is not a known key of its issuer"),
+    JwksUnavailable => ("jwks_unavailable", 503, None, "the issuer's signing keys have not been fetched yet; failing closed"),
     ClaimMissing => ("claim_missing", 401, InvalidToken, "a required claim (iss, sub, aud, exp, iat, jti, client_id) is missing"),
     // Claims.
     IssuerUnknown => ("issuer_unknown", 401, InvalidToken, "the token's issuer is not trusted"),

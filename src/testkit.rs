@@ -32,6 +32,27 @@ pub fn ps256() -> SigningKey {
     SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-ps256.pem"), Alg::PS256).unwrap()
 }
 
+/// The internal STS's demo key (published through its JWKS endpoint, `remote_jwks`).
+pub fn sts() -> SigningKey {
+    SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/sts-es256.pem"), Alg::PS256).unwrap()
+}
+
+/// Index of the STS in the example policy's issuers.
+pub const STS_INDEX: usize = 1;
+pub use crate::mint::example::STS_ISS;
+
+/// A JWKS document publishing `keys` under their kids.
+pub fn jwks_of(keys: &[(&SigningKey, &str)]) -> Vec<u8> {
+    let keys: Vec<Value> = keys.iter().map(|(k, kid)| k.public_jwk(kid)).collect();
+    serde_json::json!({ "keys": keys }).to_string().into_bytes()
+}
+
+/// A client-credentials token from the STS, signed by `key` under `kid`.
+pub fn sts_token(client: &str, scope: &str, key: &SigningKey, kid: &str) -> String {
+    let claims = crate::mint::access_token_claims(STS_ISS, AUD, client, scope, NOW - 10, 300);
+    sign_jws(&access_token_header(key, kid), &claims, key)
+}
+
 /// A key the bank never published: what a forger holds.
 pub fn attacker() -> SigningKey {
     SigningKey::es256_from_bytes(&[7u8; 32]).unwrap()

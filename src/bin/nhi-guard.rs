@@ -37,9 +37,11 @@ USAGE:
                          [--feed PORT] [--audit-dir DIR]
       Print an Envoy bootstrap running the filter with this policy.
   nhi-guard upstream [--port PORT] [--feed-file FILE [--feed-path PATH]]
+                     [--jwks-file FILE [--jwks-path PATH]]
       Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON); with
       --feed-file it also serves that file as the revocation feed at PATH (default
-      /nhi-guard/revocations.json), re-read on every fetch.
+      /nhi-guard/revocations.json), with --jwks-file a JWKS (default /.well-known/jwks.json);
+      both are re-read on every fetch.
 ";
 
 fn main() -> ExitCode {
@@ -349,18 +351,18 @@ fn upstream(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args)?;
     let port = f.int("port", 8081)?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
-    let feed = f.get("feed-file").map(|file| nhi_guard::echo::Feed {
-        path: f.get("feed-path").unwrap_or("/nhi-guard/revocations.json").to_string(),
-        source: nhi_guard::echo::FeedSource::File(file.into()),
-    });
     eprintln!("nhi-guard upstream: echoing requests on 127.0.0.1:{port}");
-    if let Some(feed) = &feed {
-        eprintln!(
-            "nhi-guard upstream: serving the revocation feed at {} from {}",
-            feed.path,
-            f.get("feed-file").unwrap_or("")
-        );
+    let mut documents = Vec::new();
+    for (what, file, path, default) in [
+        ("the revocation feed", "feed-file", "feed-path", "/nhi-guard/revocations.json"),
+        ("a JWKS", "jwks-file", "jwks-path", "/.well-known/jwks.json"),
+    ] {
+        if let Some(file) = f.get(file) {
+            let path = f.get(path).unwrap_or(default);
+            eprintln!("nhi-guard upstream: serving {what} at {path} from {file}");
+            documents.push(nhi_guard::echo::Document::new(path, nhi_guard::echo::DocumentSource::File(file.into())));
+        }
     }
-    nhi_guard::echo::serve(listener, None, feed);
+    nhi_guard::echo::serve(listener, None, documents);
     Ok(())
 }

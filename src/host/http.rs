@@ -5,7 +5,7 @@
 //! `x-nhi-*` headers are removed before anything else, whatever the decision.
 
 use super::metrics::Metrics;
-use super::{feed, headers, log};
+use super::{feed, headers, jwks, log};
 use crate::audit::{self, AuditContext, Outcome, Stream};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
 use crate::header_map;
@@ -124,11 +124,18 @@ impl HttpContext for RequestContext {
             return self.refuse(Reason::HostError, request_id);
         };
         let now = now_ms / 1000;
-        if engine.policy().revocation.is_some() && now_ms >= self.next_feed_check.get() {
+        if now_ms >= self.next_feed_check.get() {
             self.next_feed_check.set(now_ms + FEED_CHECK_MS);
-            observe_feed(&mut engine);
+            if engine.policy().revocation.is_some() {
+                observe_feed(&mut engine);
+            }
+            observe_jwks(&mut engine);
         }
         let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
+        // Asks left by the previous request (a kid we lack): tell the poller, rate-limited in the core.
+        engine.jwks_refetch_requests(now_ms, |issuer| {
+            let _ = hostcalls::set_shared_data(&jwks::refetch_key(&issuer.id), Some(&now_ms.to_le_bytes()), None);
+        });
         let (policy, decision) = engine.decide_with_policy(&facts);
         let outcome = match &decision {
             Decision::Allow(_) => Outcome::Allow,
@@ -223,6 +230,27 @@ impl RequestContext {
                 Stream::Delegation => "nhi_guard_audit_delegation",
             };
             let _ = hostcalls::set_property(vec![key], Some(json.as_bytes()));
+        }
+    }
+}
+
+/// Hands the worker's engine the poller's latest JWKS of each remote issuer; a document is read
+/// only when its generation is new.
+fn observe_jwks(engine: &mut Engine) {
+    let remote: Vec<(usize, String)> = engine
+        .policy()
+        .issuers
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.remote_jwks.is_some())
+        .map(|(n, i)| (n, i.id.clone()))
+        .collect();
+    for (index, iss) in remote {
+        let Ok((Some(status), _)) = hostcalls::get_shared_data(&jwks::status_key(&iss)) else { continue };
+        let Some((generation, _)) = decode_status(&status) else { continue };
+        let document = || hostcalls::get_shared_data(&jwks::document_key(&iss)).ok().and_then(|(d, _)| d);
+        if let Err(e) = engine.observe_jwks(index, generation, document) {
+            log(LogLevel::Warn, &format!("nhi-guard: JWKS of {iss} not applied: {e}"));
         }
     }
 }

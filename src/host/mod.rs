@@ -4,8 +4,10 @@
 //! local replies, metrics and logs. Every host call's error is handled; none may panic a worker.
 
 mod feed;
+mod fetch;
 mod headers;
 mod http;
+mod jwks;
 mod metrics;
 mod root;
 

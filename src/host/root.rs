@@ -4,6 +4,7 @@
 
 use super::feed::FeedPoller;
 use super::http::RequestContext;
+use super::jwks::JwksPoller;
 use super::log;
 use super::metrics::Metrics;
 use crate::jwt::native::{ForeignFunction, HostSignatureVerifier};
@@ -25,8 +26,13 @@ pub struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     feed: Option<FeedPoller>,
+    jwks: Vec<JwksPoller>,
     next_feed_check: Rc<Cell<i64>>,
 }
+
+/// The poller's tick: each source keeps its own schedule on it (feed poll, JWKS refresh, refetch
+/// requests), so this bounds how late any of them runs.
+const POLLER_TICK_MS: u64 = 100;
 
 /// Envoy's `verify_signature` foreign function.
 pub struct EnvoyForeignFunction;
@@ -72,7 +78,14 @@ fn root_id() -> String {
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(feed) = &mut self.feed {
-            feed.response(token_id, body_size);
+            if feed.response(token_id, body_size) {
+                return;
+            }
+        }
+        for poller in &mut self.jwks {
+            if poller.response(token_id, body_size) {
+                return;
+            }
         }
     }
 }
@@ -80,11 +93,15 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(policy) = load() else { return false };
+        let policy = Rc::new(policy);
         if root_id() == FEED_ROOT_ID {
             self.feed = FeedPoller::start(&policy);
+            self.jwks = JwksPoller::start_all(&policy);
+            if self.feed.is_some() || !self.jwks.is_empty() {
+                let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(POLLER_TICK_MS));
+            }
             return true;
         }
-        let policy = Rc::new(policy);
         let metrics = Rc::new(Metrics::define(&policy));
         let native = HostSignatureVerifier::new(EnvoyForeignFunction);
         let verifier: Box<dyn SignatureVerifier> = match policy.signature_backend {
@@ -109,8 +126,12 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let Some(now_ms) = super::now_ms() else { return };
         if let Some(feed) = &mut self.feed {
-            feed.tick();
+            feed.tick(now_ms);
+        }
+        for poller in &mut self.jwks {
+            poller.tick(now_ms);
         }
     }
 

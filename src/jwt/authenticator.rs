@@ -6,6 +6,7 @@
 
 use super::cache::{Cached, JwsCaches};
 use super::claims::{actor_chain, AccessTokenClaims};
+use super::jwks::{IssuerKeys, KeyStore};
 use super::jws::{self, JwsError};
 use super::keys::{choose_key, Alg, KeyChoiceError};
 use super::verifier::SignatureVerifier;
@@ -56,9 +57,11 @@ impl VerifiedToken {
     }
 }
 
-/// Per-worker access-token verification state: the verified and forged-token caches.
+/// Per-worker access-token verification state: the verified and forged-token caches, and the keys
+/// of issuers that publish theirs at a JWKS endpoint.
 pub struct Authenticator {
     caches: JwsCaches<VerifiedToken>,
+    keys: KeyStore,
 }
 
 /// The outcome, with whether the cache answered (for metrics).
@@ -69,7 +72,28 @@ pub struct Authenticated {
 
 impl Authenticator {
     pub fn new(policy: &Policy) -> Self {
-        Authenticator { caches: JwsCaches::new(policy.token_cache_entries, policy.negative_cache_entries) }
+        Authenticator {
+            caches: JwsCaches::new(policy.token_cache_entries, policy.negative_cache_entries),
+            keys: KeyStore::new(policy),
+        }
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    pub fn keys_mut(&mut self) -> &mut KeyStore {
+        &mut self.keys
+    }
+
+    /// Takes a published JWKS generation for a remote issuer. When a key went away (or changed),
+    /// every cached outcome is dropped: a token signed by a removed key must stop verifying now,
+    /// not when it expires.
+    pub fn take_jwks(&mut self, policy: &Policy, issuer: usize, generation: u64, body: &[u8]) -> Result<(), String> {
+        if self.keys.take(policy, issuer, generation, body)? {
+            self.caches.clear();
+        }
+        Ok(())
     }
 
     pub fn cached_tokens(&self) -> usize {
@@ -105,13 +129,22 @@ impl Authenticator {
         let claims = &jws.claims;
         let iss = claims.iss.as_deref().ok_or(Reason::ClaimMissing)?;
         let (issuer_index, issuer) = policy.issuer(iss).ok_or(Reason::IssuerUnknown)?;
-        let key =
-            choose_key(&issuer.keys, &issuer.algorithms, &jws.header.alg, jws.header.kid.as_deref()).map_err(|e| {
-                match e {
-                    KeyChoiceError::AlgNotAllowed => Reason::AlgNotAllowed,
-                    KeyChoiceError::KidUnknown => Reason::KidUnknown,
-                }
-            })?;
+        let keys = match self.keys.keys(issuer_index, issuer) {
+            IssuerKeys::Known(keys) => keys,
+            IssuerKeys::NotFetched => {
+                self.keys.key_missing(issuer_index);
+                return Err(Reason::JwksUnavailable);
+            }
+        };
+        let key = match choose_key(keys, &issuer.algorithms, &jws.header.alg, jws.header.kid.as_deref()) {
+            Ok(key) => key,
+            Err(KeyChoiceError::AlgNotAllowed) => return Err(Reason::AlgNotAllowed),
+            Err(KeyChoiceError::KidUnknown) => {
+                // Maybe the issuer rotated before our next refresh: ask for a (rate-limited) refetch.
+                self.keys.key_missing(issuer_index);
+                return Err(Reason::KidUnknown);
+            }
+        };
         check_typ(issuer, jws.header.typ.as_deref())?;
         let (Some(sub), Some(aud), Some(exp), Some(iat), Some(jti), Some(client_id)) =
             (&claims.sub, &claims.aud, claims.exp, claims.iat, &claims.jti, &claims.client_id)

@@ -150,6 +150,12 @@ impl<V> JwsCaches<V> {
     pub fn verified_len(&self) -> usize {
         self.verified.len()
     }
+
+    /// Forgets every outcome: the keys they were judged with have changed.
+    pub fn clear(&mut self) {
+        self.verified.clear();
+        self.forged.clear();
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub mod authenticator;
 pub mod base64url;
 pub mod cache;
 pub mod claims;
+pub mod jwks;
 pub mod jws;
 pub mod keys;
 pub mod native;

@@ -1,11 +1,12 @@
 //! Validation and compilation of a `PolicyDocument` into a `Policy`.
 
 use super::document::{
-    ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RevocationDoc, RouteConsentDoc, RouteDoc,
+    ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc, RouteConsentDoc,
+    RouteDoc,
 };
 use super::{
-    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RevocationFeed,
-    RouteConsent, RouteRule,
+    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RemoteJwks,
+    RevocationFeed, RouteConsent, RouteRule,
 };
 use crate::decision::IDENTITY_HEADER_PREFIX;
 use crate::jwt::keys::{Alg, JwkSet, VerificationKey};
@@ -143,7 +144,27 @@ impl Compiler {
             self.err(format!("{at}.audiences"), "needs at least one non-empty audience (this API's identifier)");
         }
         self.skew(&at, d.clock_skew_seconds);
-        let (algorithms, keys) = self.signing(&at, &d.algorithms, d.allow_rs256, &d.jwks);
+        let empty = JwkSet { keys: Vec::new() };
+        let (jwks, remote_jwks) = match (&d.jwks, &d.remote_jwks) {
+            (Some(jwks), None) => (jwks, None),
+            (None, Some(r)) => (&empty, Some(self.remote_jwks(&at, r))),
+            (Some(_), Some(_)) => {
+                self.err(
+                    format!("{at}.remote_jwks"),
+                    "is set together with jwks; keep one: inline keys or the issuer's JWKS endpoint",
+                );
+                (&empty, None)
+            }
+            (None, None) => {
+                self.err(format!("{at}.jwks"), "is missing; add inline keys (jwks) or remote_jwks (cluster and path)");
+                (&empty, None)
+            }
+        };
+        let (algorithms, keys) = if remote_jwks.is_some() {
+            (self.algorithms(&at, &d.algorithms, d.allow_rs256), Vec::new())
+        } else {
+            self.signing(&at, &d.algorithms, d.allow_rs256, jwks)
+        };
         Some(Issuer {
             id: d.id.clone(),
             audiences: d.audiences.clone(),
@@ -151,7 +172,47 @@ impl Compiler {
             clock_skew: d.clock_skew_seconds,
             require_typ_at_jwt: d.require_typ_at_jwt,
             keys,
+            remote_jwks,
         })
+    }
+
+    fn remote_jwks(&mut self, at: &str, d: &RemoteJwksDoc) -> RemoteJwks {
+        let at = format!("{at}.remote_jwks");
+        if d.cluster.is_empty() {
+            self.err(format!("{at}.cluster"), "is empty; name the Envoy cluster that reaches the JWKS endpoint");
+        }
+        if !d.path.starts_with('/') {
+            self.err(format!("{at}.path"), "must start with '/'");
+        }
+        if d.authority.is_empty() {
+            self.err(format!("{at}.authority"), "is empty; use the JWKS endpoint's host name");
+        }
+        if !(1_000..=86_400_000).contains(&d.refresh_interval_ms) {
+            self.err(
+                format!("{at}.refresh_interval_ms"),
+                format!("is {}; choose 1000 (1 s) to 86400000 (a day)", d.refresh_interval_ms),
+            );
+        }
+        if !(500..=3_600_000).contains(&d.unknown_kid_refetch_min_interval_ms) {
+            self.err(
+                format!("{at}.unknown_kid_refetch_min_interval_ms"),
+                format!(
+                    "is {}; choose 500 to 3600000 (below 500 ms a kid flood becomes a fetch flood)",
+                    d.unknown_kid_refetch_min_interval_ms
+                ),
+            );
+        }
+        if !(100..=30_000).contains(&d.timeout_ms) {
+            self.err(format!("{at}.timeout_ms"), format!("is {}; choose 100 to 30000", d.timeout_ms));
+        }
+        RemoteJwks {
+            cluster: d.cluster.clone(),
+            path: d.path.clone(),
+            authority: d.authority.clone(),
+            refresh_interval_ms: d.refresh_interval_ms,
+            unknown_kid_refetch_min_interval_ms: d.unknown_kid_refetch_min_interval_ms,
+            timeout_ms: d.timeout_ms,
+        }
     }
 
     fn skew(&mut self, at: &str, skew: i64) {
@@ -160,14 +221,8 @@ impl Compiler {
         }
     }
 
-    /// An issuer's algorithm allowlist and keys (shared by token and consent issuers).
-    fn signing(
-        &mut self,
-        at: &str,
-        names: &[String],
-        allow_rs256: bool,
-        jwks: &JwkSet,
-    ) -> (Vec<Alg>, Vec<VerificationKey>) {
+    /// An issuer's algorithm allowlist.
+    fn algorithms(&mut self, at: &str, names: &[String], allow_rs256: bool) -> Vec<Alg> {
         let mut algorithms = Vec::new();
         if names.is_empty() {
             self.err(format!("{at}.algorithms"), "is empty; list ES256, PS256 or EdDSA");
@@ -185,6 +240,18 @@ impl Compiler {
                 ),
             }
         }
+        algorithms
+    }
+
+    /// An issuer's algorithm allowlist and keys (shared by token and consent issuers).
+    fn signing(
+        &mut self,
+        at: &str,
+        names: &[String],
+        allow_rs256: bool,
+        jwks: &JwkSet,
+    ) -> (Vec<Alg>, Vec<VerificationKey>) {
+        let algorithms = self.algorithms(at, names, allow_rs256);
         let mut keys: Vec<VerificationKey> = Vec::new();
         if jwks.keys.is_empty() {
             self.err(format!("{at}.jwks.keys"), "is empty; add the issuer's public signing keys");

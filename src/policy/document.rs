@@ -262,7 +262,40 @@ pub struct IssuerDoc {
     pub clock_skew_seconds: i64,
     #[serde(default = "yes")]
     pub require_typ_at_jwt: bool,
-    pub jwks: JwkSet,
+    /// Inline keys (air-gapped use). Exactly one of `jwks` and `remote_jwks`.
+    #[serde(default)]
+    pub jwks: Option<JwkSet>,
+    /// Keys fetched from the issuer's JWKS endpoint through an Envoy cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RemoteJwksDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksDoc {
+    /// Envoy cluster that reaches the issuer's JWKS endpoint.
+    pub cluster: String,
+    /// Path of the JWKS document on that cluster (e.g. `/.well-known/jwks.json`).
+    pub path: String,
+    /// `:authority` sent with the fetch (the issuer's host name, for virtual hosting and SNI-routed proxies).
+    pub authority: String,
+    /// Regular refresh, whether or not anything asks for it.
+    #[serde(default = "default_jwks_refresh_ms")]
+    pub refresh_interval_ms: u64,
+    /// Least time between two fetches triggered by tokens with an unknown `kid` (a flood of made-up
+    /// kids must not turn into a flood of fetches at the issuer).
+    #[serde(default = "default_jwks_refetch_ms")]
+    pub unknown_kid_refetch_min_interval_ms: u64,
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_jwks_refresh_ms() -> u64 {
+    300_000
+}
+
+fn default_jwks_refetch_ms() -> u64 {
+    5_000
 }
 
 fn default_skew() -> i64 {

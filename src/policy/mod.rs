@@ -107,13 +107,20 @@ pub struct Issuer {
     pub algorithms: Vec<Alg>,
     pub clock_skew: i64,
     pub require_typ_at_jwt: bool,
+    /// Inline keys; empty when the keys come from `remote_jwks`.
     pub keys: Vec<VerificationKey>,
+    pub remote_jwks: Option<RemoteJwks>,
 }
 
-impl Issuer {
-    pub fn key(&self, kid: &str) -> Option<&VerificationKey> {
-        self.keys.iter().find(|k| k.kid == kid)
-    }
+/// Where an issuer's JWKS is fetched from, and how often.
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_interval_ms: u64,
+    pub unknown_kid_refetch_min_interval_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug)]
@@ -259,6 +266,39 @@ mod tests {
         expect(|d| d["clients"][1]["id"] = json!("moneywise-app"), "clients[1].id", "defined twice");
         expect(|d| d["partners"][1]["contract_end"] = json!("2026-06-30"), "partners[1].contract_end", "RFC 3339");
         expect(|d| d["clients"][0]["scope_ceiling"] = json!(["a b"]), "clients[0].scope_ceiling[0]", "scope token");
+    }
+
+    #[test]
+    fn remote_jwks_is_checked_at_load() {
+        expect(|d| d["issuers"][1]["jwks"] = d["issuers"][0]["jwks"].clone(), "issuers[1].remote_jwks", "keep one");
+        expect(
+            |d| {
+                d["issuers"][1].as_object_mut().unwrap().remove("remote_jwks");
+            },
+            "issuers[1].jwks",
+            "is missing",
+        );
+        expect(|d| d["issuers"][1]["remote_jwks"]["cluster"] = json!(""), "issuers[1].remote_jwks.cluster", "is empty");
+        expect(|d| d["issuers"][1]["remote_jwks"]["path"] = json!("jwks"), "issuers[1].remote_jwks.path", "'/'");
+        expect(
+            |d| d["issuers"][1]["remote_jwks"]["refresh_interval_ms"] = json!(10),
+            "issuers[1].remote_jwks.refresh_interval_ms",
+            "1000",
+        );
+        expect(
+            |d| d["issuers"][1]["remote_jwks"]["unknown_kid_refetch_min_interval_ms"] = json!(0),
+            "issuers[1].remote_jwks.unknown_kid_refetch_min_interval_ms",
+            "fetch flood",
+        );
+        expect(
+            |d| d["issuers"][1]["remote_jwks"]["url"] = json!("https://x"),
+            "issuers[1].remote_jwks.url",
+            "unknown field",
+        );
+        let p = crate::policy::load(POLICY_JSON, "p").unwrap();
+        let remote = p.issuers[1].remote_jwks.as_ref().unwrap();
+        assert!(p.issuers[1].keys.is_empty());
+        assert_eq!((remote.cluster.as_str(), remote.refresh_interval_ms), ("bank_sts", 60_000));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,36 +73,65 @@ pub fn feed_document(version: u64, extra: Value) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
+/// The path the example policy's STS JWKS is fetched from (served by the echo upstream here).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The JWKS publishing `keys` (signing key, kid).
+pub fn jwks_document(keys: &[(&SigningKey, &str)]) -> Vec<u8> {
+    let keys: Vec<Value> = keys.iter().map(|(k, kid)| k.public_jwk(kid)).collect();
+    serde_json::json!({ "keys": keys }).to_string().into_bytes()
+}
+
+/// What the STS's JWKS endpoint serves at start: its demo key.
+pub fn sts_jwks() -> Vec<u8> {
+    jwks_document(&[(&key("sts-es256"), "sts-es256")])
+}
+
 /// One running Envoy with nhi-guard in front of its own echo upstream, which also serves the
-/// revocation feed (`feed`, version 1 and empty at start).
+/// revocation feed (`feed`, version 1 and empty at start) and the STS's JWKS (`jwks`).
 pub struct Envoy {
     child: Child,
     pub port: u16,
     pub admin: u16,
     pub dir: PathBuf,
     pub feed: FeedState,
+    pub jwks: FeedState,
+    /// Requests the JWKS endpoint has answered.
+    pub jwks_fetches: Arc<AtomicUsize>,
 }
 
 impl Envoy {
     /// Starts Envoy with `policy_json`; panics with Envoy's log if it does not become ready.
-    /// Starts Envoy with a healthy, empty feed, and waits until the poller has published it.
+    /// Starts Envoy with a healthy, empty feed and the STS's JWKS, and waits until the poller has
+    /// published both (the JWKS only when the policy fetches one).
     pub fn start(policy_json: &str) -> Envoy {
-        let envoy = Envoy::start_with_feed(policy_json, (200, feed_document(1, Value::Null)));
+        let envoy = Envoy::start_with(policy_json, (200, feed_document(1, Value::Null)), (200, sts_jwks()));
         let fed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.feed.fetch_ok") > 0);
         assert!(fed.is_some(), "the revocation feed never loaded:\n{}", envoy.log());
+        if policy_json.contains("remote_jwks") {
+            let keyed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.jwks.fetch_ok") > 0);
+            assert!(keyed.is_some(), "the JWKS never loaded:\n{}", envoy.log());
+        }
         envoy
     }
 
     /// Starts Envoy with the feed answering `feed` (status, body) from the first poll on.
     pub fn start_with_feed(policy_json: &str, feed: (u16, Vec<u8>)) -> Envoy {
+        Envoy::start_with(policy_json, feed, (200, sts_jwks()))
+    }
+
+    /// Starts Envoy with the feed and the JWKS endpoint answering these (status, body) from the start.
+    pub fn start_with(policy_json: &str, feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>)) -> Envoy {
+        use nhi_guard::echo::{Document, DocumentSource};
         let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
         let upstream_port = upstream.local_addr().unwrap().port();
         let state: FeedState = Arc::new(Mutex::new(feed));
-        let source = nhi_guard::echo::Feed {
-            path: "/nhi-guard/revocations.json".into(),
-            source: nhi_guard::echo::FeedSource::Shared(state.clone()),
-        };
-        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None, Some(source)));
+        let jwks_state: FeedState = Arc::new(Mutex::new(jwks));
+        let jwks_doc = Document::new(JWKS_PATH, DocumentSource::Shared(jwks_state.clone()));
+        let jwks_fetches = jwks_doc.fetches.clone();
+        let documents =
+            vec![Document::new("/nhi-guard/revocations.json", DocumentSource::Shared(state.clone())), jwks_doc];
+        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None, documents));
         let (port, admin) = (free_port(), free_port());
         let dir = scratch_dir("envoy");
         let config = render(&EnvoyLayout {
@@ -133,7 +163,7 @@ impl Envoy {
             .stderr(Stdio::null());
         die_with_parent(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
-        let mut envoy = Envoy { child, port, admin, dir, feed: state };
+        let mut envoy = Envoy { child, port, admin, dir, feed: state, jwks: jwks_state, jwks_fetches };
         envoy.wait_ready();
         envoy
     }
@@ -141,6 +171,16 @@ impl Envoy {
     /// Replaces what the feed serves.
     pub fn set_feed(&self, status: u16, body: Vec<u8>) {
         *self.feed.lock().unwrap() = (status, body);
+    }
+
+    /// Replaces what the STS's JWKS endpoint serves.
+    pub fn set_jwks(&self, status: u16, body: Vec<u8>) {
+        *self.jwks.lock().unwrap() = (status, body);
+    }
+
+    /// How many times the JWKS endpoint was fetched so far.
+    pub fn jwks_fetch_count(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// Waits (up to `limit`) until `probe` returns true; returns how long it took.
@@ -360,6 +400,12 @@ pub fn artefact(client: &str, consent_id: &str, permissions: &[&str]) -> String 
 pub fn artefact_from(claims: &Value) -> String {
     let k = key("consent-es256");
     sign_jws(&consent_header(&k, "consent-es256"), claims, &k)
+}
+
+/// A client-credentials token from the internal STS for `client`, signed by `key` under `kid`.
+pub fn sts_token(client: &str, scope: &str, key: &SigningKey, kid: &str) -> String {
+    let claims = nhi_guard::mint::access_token_claims(example::STS_ISS, example::AUD, client, scope, now() - 5, 300);
+    sign_jws(&access_token_header(key, kid), &claims, key)
 }
 
 /// Signs claims with the issuer's ES256 demo key.

@@ -5,6 +5,7 @@
 mod audit;
 mod consent;
 mod harness;
+mod jwks;
 mod machine_authority;
 mod revocation;
 mod startup;

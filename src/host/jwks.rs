@@ -1,0 +1,193 @@
+//! Issuers' JWKS, fetched by the singleton poller and published into shared data for every worker.
+//!
+//! Per remote issuer, shared data holds the validated document, a 16-byte status (generation, a
+//! hash of the document, plus the time of the last successful fetch) and a refetch request that
+//! workers write (Unix ms) when a token names a `kid` they lack. The poller fetches on its refresh
+//! interval, and early on a request, at most once per `unknown_kid_refetch_min_interval_ms`; until
+//! the first document arrives it retries at that pace. A failed or refused fetch publishes nothing,
+//! so the last good keys stay.
+
+use super::feed::{bump, define, record};
+use super::fetch::{Fetch, Reply};
+use super::{log, now};
+use crate::jwt::jwks::parse_fetched;
+use crate::policy::{Policy, RemoteJwks};
+use crate::revocation::encode_status;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType};
+use std::rc::Rc;
+
+/// Shared-data keys for one issuer (by its `iss`, so a reordered policy cannot mix issuers up).
+pub fn status_key(iss: &str) -> String {
+    format!("nhi_guard.jwks.status:{iss}")
+}
+
+pub fn document_key(iss: &str) -> String {
+    format!("nhi_guard.jwks.document:{iss}")
+}
+
+pub fn refetch_key(iss: &str) -> String {
+    format!("nhi_guard.jwks.refetch:{iss}")
+}
+
+/// Counters shared by every remote issuer (names in the README, "Metrics").
+pub struct JwksMetrics {
+    ok: Option<u32>,
+    unchanged: Option<u32>,
+    failed: Option<u32>,
+    malformed: Option<u32>,
+    refetch_requested: Option<u32>,
+    keys_published: Option<u32>,
+}
+
+impl JwksMetrics {
+    pub fn define() -> Rc<JwksMetrics> {
+        let c = |name: &str| define(MetricType::Counter, name);
+        Rc::new(JwksMetrics {
+            ok: c("nhi_guard.jwks.fetch_ok"),
+            unchanged: c("nhi_guard.jwks.unchanged"),
+            failed: c("nhi_guard.jwks.fetch_failed"),
+            malformed: c("nhi_guard.jwks.malformed"),
+            refetch_requested: c("nhi_guard.jwks.refetch_requested"),
+            keys_published: define(MetricType::Gauge, "nhi_guard.jwks.keys"),
+        })
+    }
+}
+
+pub struct JwksPoller {
+    policy: Rc<Policy>,
+    issuer: usize,
+    iss: String,
+    remote: RemoteJwks,
+    fetch: Fetch,
+    generation: Option<u64>,
+    next_refresh_ms: i64,
+    /// A worker asked for a refetch that has not gone out yet (rate limit).
+    wanted: bool,
+    /// The last request value seen in shared data.
+    seen_request: Option<Vec<u8>>,
+    metrics: Rc<JwksMetrics>,
+}
+
+impl JwksPoller {
+    /// One poller per issuer with `remote_jwks`.
+    pub fn start_all(policy: &Rc<Policy>) -> Vec<JwksPoller> {
+        let metrics = JwksMetrics::define();
+        let mut out = Vec::new();
+        for (i, issuer) in policy.issuers.iter().enumerate() {
+            let Some(remote) = issuer.remote_jwks.clone() else { continue };
+            log(
+                LogLevel::Info,
+                &format!(
+                    "nhi-guard jwks: {} from cluster {} path {} every {} ms",
+                    issuer.id, remote.cluster, remote.path, remote.refresh_interval_ms
+                ),
+            );
+            out.push(JwksPoller {
+                policy: policy.clone(),
+                issuer: i,
+                iss: issuer.id.clone(),
+                fetch: Fetch::new(&remote.cluster, &remote.path, &remote.authority, remote.timeout_ms),
+                remote,
+                generation: None,
+                next_refresh_ms: 0,
+                wanted: false,
+                seen_request: None,
+                metrics: metrics.clone(),
+            });
+        }
+        out
+    }
+
+    pub fn tick(&mut self, now_ms: i64) {
+        if let Ok((Some(request), _)) = hostcalls::get_shared_data(&refetch_key(&self.iss)) {
+            if self.seen_request.as_ref() != Some(&request) {
+                self.seen_request = Some(request);
+                self.wanted = true;
+                bump(self.metrics.refetch_requested);
+            }
+        }
+        if self.fetch.in_flight() {
+            return;
+        }
+        let min = i64::try_from(self.remote.unknown_kid_refetch_min_interval_ms).unwrap_or(i64::MAX);
+        let quiet = self.fetch.last_started_ms.is_none_or(|t| now_ms.saturating_sub(t) >= min);
+        // Without keys, retry at the rate-limit pace: every request is refused until they arrive.
+        let early = (self.wanted || self.generation.is_none()) && quiet;
+        if now_ms < self.next_refresh_ms && !early {
+            return;
+        }
+        self.wanted = false;
+        self.next_refresh_ms =
+            now_ms.saturating_add(i64::try_from(self.remote.refresh_interval_ms).unwrap_or(i64::MAX));
+        if let Err(e) = self.fetch.start(now_ms) {
+            bump(self.metrics.failed);
+            log(LogLevel::Warn, &format!("nhi-guard jwks: {}: {e}", self.iss));
+        }
+    }
+
+    /// Handles the reply if `token` is this poller's call; says whether it was.
+    pub fn response(&mut self, token: u32, body_size: usize) -> bool {
+        let Some(reply) = self.fetch.reply(token, body_size) else { return false };
+        let Some(now) = now() else { return true };
+        match reply {
+            Reply::NotModified => self.confirm(now),
+            Reply::Body(body, etag) => {
+                let Some(issuer) = self.policy.issuers.get(self.issuer) else { return true };
+                match parse_fetched(&body, &self.policy, issuer) {
+                    Ok(keys) => {
+                        let generation = fnv1a(&body);
+                        if self.generation != Some(generation) {
+                            if hostcalls::set_shared_data(&document_key(&self.iss), Some(&body), None).is_err() {
+                                bump(self.metrics.failed);
+                                return true;
+                            }
+                            self.generation = Some(generation);
+                            record(self.metrics.keys_published, keys.keys.len() as u64);
+                            let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
+                            log(
+                                LogLevel::Info,
+                                &format!(
+                                    "nhi-guard jwks: {} published keys {kids:?} ({} skipped)",
+                                    self.iss, keys.skipped
+                                ),
+                            );
+                        } else {
+                            bump(self.metrics.unchanged);
+                        }
+                        self.fetch.accept_etag(etag);
+                        self.confirm(now);
+                    }
+                    Err(e) => {
+                        bump(self.metrics.malformed);
+                        log(LogLevel::Warn, &format!("nhi-guard jwks: {}: {e}; keeping the last good keys", self.iss));
+                    }
+                }
+            }
+            Reply::Failed(why) => {
+                bump(self.metrics.failed);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "nhi-guard jwks: {} ({}) failed with {why}; keeping the last good keys",
+                        self.iss,
+                        self.fetch.describe()
+                    ),
+                );
+            }
+        }
+        true
+    }
+
+    fn confirm(&mut self, now: i64) {
+        let Some(generation) = self.generation else { return };
+        if hostcalls::set_shared_data(&status_key(&self.iss), Some(&encode_status(generation, now)), None).is_ok() {
+            bump(self.metrics.ok);
+        }
+    }
+}
+
+/// Change detector for published documents (not a security check: the document is validated).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
