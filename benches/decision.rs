@@ -32,8 +32,15 @@ fn token(key_pem: &str, kid: &str, alg: Alg, jti: u32) -> String {
 
 fn decide(engine: &mut Engine, auth: &str) -> bool {
     let a = [auth.as_bytes()];
-    let facts =
-        RequestFacts { method: "GET", path: "/accounts/22289/balances", authorization: &a, consent: &[], now: NOW };
+    let facts = RequestFacts {
+        method: "GET",
+        path: "/accounts/22289/balances",
+        authorization: &a,
+        consent: &[],
+        dpop: &[],
+        peer: None,
+        now: NOW,
+    };
     matches!(engine.decide(&facts), Decision::Allow(_))
 }
 

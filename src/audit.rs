@@ -81,7 +81,8 @@ struct TokenEvent<'a> {
     partner: Option<&'a str>,
     kid: Option<&'a str>,
     jti: Option<&'a str>,
-    auth_method: &'static str,
+    /// How the caller authenticated (allowed requests): bearer, mtls-bound, dpop, workload.
+    auth_method: Option<&'static str>,
     cache_hit: Option<bool>,
 }
 
@@ -125,7 +126,7 @@ pub fn decision_id(request_id: &str, time_ms: i64) -> String {
 /// Every event for one decision, as (stream, JSON line).
 pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) -> Vec<(Stream, String)> {
     let (route, reason, token): (Option<&RouteRule>, Option<Reason>, Option<&VerifiedToken>) = match decision {
-        Decision::Allow(a) => (Some(a.route), None, Some(&a.token)),
+        Decision::Allow(a) => (Some(a.route), None, a.token.as_deref()),
         Decision::Deny(Deny { reason, route, token, .. }) => (*route, Some(*reason), token.as_deref()),
     };
     let common = |stream: Stream| Common {
@@ -138,7 +139,10 @@ pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) 
         outcome: ctx.outcome,
         reason: reason.map(Reason::code),
     };
-    let client = token.map(|t| t.client_id.as_str());
+    let client = match decision {
+        Decision::Allow(a) => Some(a.authority.client.id.as_str()),
+        Decision::Deny(_) => token.map(|t| t.client_id.as_str()),
+    };
     let key = policy.audit_key.as_bytes();
     let hashed = |t: &VerifiedToken| t.is_customer_bound().then(|| subject_hash(key, &t.subject));
     let mut out = Vec::with_capacity(2);
@@ -149,7 +153,10 @@ pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) 
         partner,
         kid: token.map(|t| t.kid.as_str()),
         jti: token.map(|t| t.jti.as_str()),
-        auth_method: "bearer",
+        auth_method: match decision {
+            Decision::Allow(a) => Some(a.auth.name()),
+            Decision::Deny(_) => None,
+        },
         cache_hit: match decision {
             Decision::Allow(a) => Some(a.cache_hit),
             Decision::Deny(_) => None,
@@ -204,7 +211,8 @@ mod tests {
     fn run(auth: &[&str], path: &str) -> Vec<(Stream, Value)> {
         let mut e = engine();
         let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-        let facts = RequestFacts { method: "GET", path, authorization: &a, consent: &[], now: NOW };
+        let facts =
+            RequestFacts { method: "GET", path, authorization: &a, consent: &[], dpop: &[], peer: None, now: NOW };
         let (policy, decision) = e.decide_with_policy(&facts);
         let ctx = AuditContext {
             decision_id: "d1",

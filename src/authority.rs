@@ -36,6 +36,21 @@ pub fn check<'p>(
     Ok(Authority { client, partner })
 }
 
+/// A workload authenticated by its SPIFFE ID: no token, so the route's scopes must lie within the
+/// client's ceiling (the registry is the grant), and the registration rules apply as for tokens.
+pub fn check_workload<'p>(
+    policy: &'p Policy,
+    route: &RouteRule,
+    client: &'p Client,
+    now: i64,
+) -> Result<Authority<'p>, Reason> {
+    let partner = check_registration(policy, route, client, now)?;
+    if route.scopes.iter().any(|scope| !client.scope_ceiling.iter().any(|s| s == scope)) {
+        return Err(Reason::ScopeBeyondCeiling);
+    }
+    Ok(Authority { client, partner })
+}
+
 /// A registered client is active, unexpired, of a kind the route allows, and its partner (for
 /// partner apps) is active with a running contract. Also applied to delegated actors.
 pub fn check_registration<'p>(

@@ -4,13 +4,15 @@
 //! the host shell gathers `RequestFacts`, calls `Engine::decide`, and applies the result.
 
 use crate::authority::{self, Authority};
+use crate::binding::{self, AuthMethod, Presenter};
 use crate::consent::{ConsentUse, ConsentVerifier};
-use crate::credentials;
+use crate::credentials::{self, PeerCertificate, Scheme};
 use crate::delegation;
 use crate::jwt::verifier::SignatureVerifier;
 use crate::jwt::{Authenticator, VerifiedToken};
 use crate::policy::{Client, Mode, Policy, RouteRule};
 use crate::reason::Reason;
+use crate::replay::{LocalReplayCache, ReplayGuard};
 use crate::revocation::{RevocationSnapshot, RevocationState};
 use crate::route;
 use std::rc::Rc;
@@ -28,6 +30,10 @@ pub struct RequestFacts<'a> {
     pub authorization: &'a [&'a [u8]],
     /// Every value of the policy's consent header (`consent.header`), as raw bytes.
     pub consent: &'a [&'a [u8]],
+    /// Every `DPoP` header value, as raw bytes.
+    pub dpop: &'a [&'a [u8]],
+    /// The mTLS client certificate Envoy verified, if the connection has one.
+    pub peer: Option<PeerCertificate<'a>>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -37,7 +43,11 @@ pub struct RequestFacts<'a> {
 pub struct Allow<'p> {
     pub route: &'p RouteRule,
     pub authority: Authority<'p>,
-    pub token: Rc<VerifiedToken>,
+    /// The verified token; `None` for a workload authenticated by its SPIFFE ID alone.
+    pub token: Option<Rc<VerifiedToken>>,
+    pub auth: AuthMethod,
+    /// The connection's SPIFFE ID, when its client certificate has one.
+    pub spiffe_id: Option<String>,
     pub cache_hit: bool,
     /// The current actor under delegation.
     pub actor: Option<&'p Client>,
@@ -54,6 +64,10 @@ pub struct Deny<'p> {
     pub token: Option<Rc<VerifiedToken>>,
     /// The policy's realm, for the challenge.
     pub realm: &'p str,
+    /// DPoP proof algorithms for DPoP challenges (empty without DPoP).
+    pub dpop_algs: &'p str,
+    /// The request used the DPoP scheme: token errors are challenged with DPoP.
+    pub dpop_scheme: bool,
 }
 
 #[derive(Debug)]
@@ -78,13 +92,22 @@ pub struct Engine {
     authenticator: Authenticator,
     consents: ConsentVerifier,
     revocation: RevocationState,
+    replay: Box<dyn ReplayGuard>,
 }
 
 impl Engine {
     pub fn new(policy: Rc<Policy>, verifier: Box<dyn SignatureVerifier>) -> Self {
         let authenticator = Authenticator::new(&policy);
         let consents = ConsentVerifier::new(&policy);
-        Engine { policy, verifier, authenticator, consents, revocation: RevocationState::default() }
+        let buckets = policy.dpop.as_ref().map_or(16, |d| d.replay_cache_buckets);
+        let replay = Box::new(LocalReplayCache::new(buckets));
+        Engine { policy, verifier, authenticator, consents, revocation: RevocationState::default(), replay }
+    }
+
+    /// Where DPoP proofs are remembered. The host shell puts in one shared by all workers; the
+    /// default is this engine's own memory.
+    pub fn set_replay_guard(&mut self, replay: Box<dyn ReplayGuard>) {
+        self.replay = replay;
     }
 
     /// Takes the feed poller's published status. The document is fetched (through `document`) and
@@ -154,6 +177,7 @@ impl Engine {
             tokens: &mut self.authenticator,
             consents: &mut self.consents,
             revocation: &self.revocation,
+            replay: self.replay.as_mut(),
         };
         (&self.policy, decide_with(&self.policy, state, facts))
     }
@@ -169,11 +193,11 @@ struct State<'e> {
     tokens: &'e mut Authenticator,
     consents: &'e mut ConsentVerifier,
     revocation: &'e RevocationState,
+    replay: &'e mut dyn ReplayGuard,
 }
 
 fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
-    let realm = policy.realm.as_str();
-    let deny = |reason, route, token| Decision::Deny(Deny { reason, route, token, realm });
+    let deny = |reason, route, token| Decision::Deny(denial(policy, reason, route, token, false));
     let Some((path, query)) = route::guard_path(facts.path) else {
         return deny(Reason::PathAmbiguous, None, None);
     };
@@ -183,30 +207,48 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
     let Some(route) = policy.routes.find(facts.method, path) else {
         return deny(Reason::RouteUnmatched, None, None);
     };
-    let token = match credentials::bearer_token(facts.authorization) {
+    // No Authorization at all, a route that takes workload identity, a SPIFFE ID on the connection.
+    if facts.authorization.is_empty()
+        && route.accept_workload_identity
+        && facts.peer.is_some_and(|p| p.spiffe_id().is_some())
+    {
+        return decide_workload(policy, route, &state, facts);
+    }
+    let presented = match credentials::access_token(facts.authorization) {
         Ok(t) => t,
         Err(r) => return deny(r, Some(route), None),
     };
-    let authenticated = match state.tokens.authenticate(policy, route, token, facts.now, state.verifier) {
+    let dpop_scheme = presented.scheme == Scheme::Dpop;
+    let deny = |reason, token| Decision::Deny(denial(policy, reason, Some(route), token, dpop_scheme));
+    let authenticated = match state.tokens.authenticate(policy, route, presented.token, facts.now, state.verifier) {
         Ok(a) => a,
-        Err(r) => return deny(r, Some(route), None),
+        Err(r) => return deny(r, None),
     };
     let token = authenticated.token;
-    let client_denial = |r| deny(r, Some(route), Some(token.clone()));
+    let client_denial = |r| deny(r, Some(token.clone()));
     // Revocation runs after the cache, so a revoked token, key, client or partner is denied at once.
-    let snapshot = match &policy.revocation {
-        None => None,
-        Some(feed) => match state.revocation.fresh(facts.now, feed.max_staleness) {
-            Ok(s) => Some(s),
-            Err(r) if route.require_fresh_revocation => return client_denial(r),
-            Err(_) => state.revocation.snapshot.as_ref(),
-        },
+    let snapshot = match fresh_snapshot(policy, route, state.revocation, facts.now) {
+        Ok(s) => s,
+        Err(r) => return client_denial(r),
     };
     if let Some(Err(r)) = snapshot.map(|s| s.check_token(policy, &token)) {
         return client_denial(r);
     }
     let authority = match authority::check(policy, route, &token, facts.now) {
         Ok(a) => a,
+        Err(r) => return client_denial(r),
+    };
+    let presenter = Presenter {
+        scheme: presented.scheme,
+        dpop: credentials::dpop_proof(facts.dpop),
+        peer: facts.peer,
+        method: facts.method,
+        path,
+        token_text: presented.token,
+        now: facts.now,
+    };
+    let auth = match binding::check(policy, route, authority.client, &token, &presenter, state.verifier, state.replay) {
+        Ok(m) => m,
         Err(r) => return client_denial(r),
     };
     let actor = match delegation::check_actor(policy, route, &token, facts.now) {
@@ -217,18 +259,101 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         Ok(c) => c,
         Err(r) => return client_denial(r),
     };
-    Decision::Allow(Allow { route, authority, token, cache_hit: authenticated.cache_hit, actor, consent })
+    Decision::Allow(Allow {
+        route,
+        authority,
+        token: Some(token),
+        auth,
+        spiffe_id: spiffe_id(facts),
+        cache_hit: authenticated.cache_hit,
+        actor,
+        consent,
+    })
+}
+
+/// A registered workload on its SPIFFE ID alone: registry status, expiry, owner's review, kind and
+/// scope ceiling apply as for a token's client, and the feed can revoke it.
+fn decide_workload<'p>(
+    policy: &'p Policy,
+    route: &'p RouteRule,
+    state: &State<'_>,
+    facts: &RequestFacts<'_>,
+) -> Decision<'p> {
+    let deny = |reason| Decision::Deny(denial(policy, reason, Some(route), None, false));
+    let client = match binding::workload(policy, facts.peer.as_ref()) {
+        Ok(c) => c,
+        Err(r) => return deny(r),
+    };
+    match fresh_snapshot(policy, route, state.revocation, facts.now) {
+        Ok(Some(s)) => {
+            if let Err(r) = s.check_client(policy, &client.id) {
+                return deny(r);
+            }
+        }
+        Ok(None) => {}
+        Err(r) => return deny(r),
+    }
+    match authority::check_workload(policy, route, client, facts.now) {
+        Ok(authority) => Decision::Allow(Allow {
+            route,
+            authority,
+            token: None,
+            auth: AuthMethod::Workload,
+            spiffe_id: spiffe_id(facts),
+            cache_hit: false,
+            actor: None,
+            consent: None,
+        }),
+        Err(r) => deny(r),
+    }
+}
+
+/// The revocation snapshot to decide with: fresh, or (on routes that accept it) the last one.
+fn fresh_snapshot<'s>(
+    policy: &Policy,
+    route: &RouteRule,
+    revocation: &'s RevocationState,
+    now: i64,
+) -> Result<Option<&'s RevocationSnapshot>, Reason> {
+    match &policy.revocation {
+        None => Ok(None),
+        Some(feed) => match revocation.fresh(now, feed.max_staleness) {
+            Ok(s) => Ok(Some(s)),
+            Err(r) if route.require_fresh_revocation => Err(r),
+            Err(_) => Ok(revocation.snapshot.as_ref()),
+        },
+    }
+}
+
+fn spiffe_id(facts: &RequestFacts<'_>) -> Option<String> {
+    facts.peer.as_ref().and_then(|p| p.spiffe_id()).map(String::from)
+}
+
+fn denial<'p>(
+    policy: &'p Policy,
+    reason: Reason,
+    route: Option<&'p RouteRule>,
+    token: Option<Rc<VerifiedToken>>,
+    dpop_scheme: bool,
+) -> Deny<'p> {
+    let dpop_algs = policy.dpop.as_ref().map_or("", |d| d.algs_challenge.as_str());
+    Deny { reason, route, token, realm: &policy.realm, dpop_algs, dpop_scheme }
 }
 
 impl Allow<'_> {
     /// The verified identity headers sent upstream (names are lowercase, prefixed `x-nhi-`).
     pub fn upstream_headers(&self) -> Vec<(&'static str, &str)> {
+        let subject = self.token.as_ref().map_or(self.authority.client.id.as_str(), |t| t.subject.as_str());
         let mut h = vec![
             ("x-nhi-route", self.route.id.as_str()),
             ("x-nhi-client", self.authority.client.id.as_str()),
             ("x-nhi-scopes", self.route.scope_string.as_str()),
-            ("x-nhi-subject", self.token.subject.as_str()),
+            ("x-nhi-subject", subject),
+            ("x-nhi-auth", self.auth.name()),
         ];
+        if let Some(id) = &self.spiffe_id {
+            h.push(("x-nhi-spiffe-id", id.as_str()));
+        }
         if let Some(p) = self.authority.partner {
             h.push(("x-nhi-partner", p.id.as_str()));
         }
@@ -262,7 +387,7 @@ impl Deny<'_> {
         let scope = self.route.map_or("", |r| r.scope_string.as_str());
         let mut headers =
             vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())];
-        if let Some(challenge) = self.reason.www_authenticate(self.realm, scope) {
+        if let Some(challenge) = self.reason.www_authenticate(self.realm, scope, self.dpop_algs, self.dpop_scheme) {
             headers.push(("www-authenticate", challenge));
         }
         let body = serde_json::json!({

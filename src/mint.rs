@@ -102,6 +102,53 @@ pub fn signing_input(header: &Value, claims: &Value) -> String {
     format!("{}.{}", base64url::encode(header.to_string().as_bytes()), base64url::encode(claims.to_string().as_bytes()))
 }
 
+/// The public JWK of `key` as a DPoP proof carries it (no kid, alg or use).
+pub fn dpop_jwk(key: &SigningKey) -> Value {
+    let mut jwk = key.public_jwk("");
+    if let Some(o) = jwk.as_object_mut() {
+        for member in ["kid", "alg", "use"] {
+            o.remove(member);
+        }
+    }
+    jwk
+}
+
+/// RFC 7638 thumbprint of `key`: the `cnf.jkt` of tokens bound to it.
+pub fn jwk_thumbprint(key: &SigningKey) -> String {
+    dpop_jwk(key).as_object().and_then(crate::dpop::jwk_thumbprint).unwrap_or_default()
+}
+
+/// A DPoP proof (RFC 9449 §4.2) by `key` for `method` on `url`, bound to `access_token`.
+pub fn dpop_proof(key: &SigningKey, method: &str, url: &str, access_token: &str, iat: i64, jti: &str) -> String {
+    use sha2::Digest;
+    let header = json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": dpop_jwk(key)});
+    let ath = base64url::encode(&sha2::Sha256::digest(access_token.as_bytes()));
+    let claims = json!({"jti": jti, "htm": method, "htu": url, "iat": iat, "ath": ath});
+    sign_jws(&header, &claims, key)
+}
+
+/// `claims` bound to a client certificate (RFC 8705 `cnf.x5t#S256`) with this SHA-256 (of the DER).
+pub fn bind_to_certificate(mut claims: Value, sha256: &[u8; 32]) -> Value {
+    claims["cnf"] = json!({"x5t#S256": base64url::encode(sha256)});
+    claims
+}
+
+/// `claims` bound to a DPoP key (RFC 9449 `cnf.jkt`).
+pub fn bind_to_dpop_key(mut claims: Value, key: &SigningKey) -> Value {
+    claims["cnf"] = json!({"jkt": jwk_thumbprint(key)});
+    claims
+}
+
+/// The SHA-256 of a PEM certificate's DER: Envoy's peer digest, and `x5t#S256` decoded.
+pub fn certificate_sha256(pem: &str) -> Result<[u8; 32], String> {
+    use sha2::Digest;
+    let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes()).map_err(|e| format!("not PEM: {e}"))?;
+    if label != "CERTIFICATE" {
+        return Err(format!("PEM holds {label}, not a CERTIFICATE"));
+    }
+    Ok(sha2::Sha256::digest(&der).into())
+}
+
 /// RFC 9068 access-token claims for `client` (also the subject unless changed), issued at `iat`.
 pub fn access_token_claims(iss: &str, aud: &str, client: &str, scope: &str, iat: i64, ttl: i64) -> Value {
     json!({

@@ -11,6 +11,10 @@ pub enum Challenge {
     InvalidRequest,
     InvalidToken,
     InsufficientScope,
+    /// A DPoP proof problem (RFC 9449 §7.1): `DPoP algs="...", error="invalid_dpop_proof"`.
+    InvalidDpopProof,
+    /// A DPoP-bound token problem: `DPoP algs="...", error="invalid_token"`.
+    DpopInvalidToken,
     /// Not an authentication problem (registry status, routing, engine): no `WWW-Authenticate` header.
     None,
 }
@@ -90,6 +94,29 @@ reasons! {
     KeyRevoked => ("key_revoked", 401, InvalidToken, "the key that signed the token has been revoked"),
     ClientRevoked => ("client_revoked", 403, None, "the client has been revoked by the revocation feed"),
     RevocationStale => ("revocation_stale", 503, None, "revocation data is missing or older than the policy allows; failing closed"),
+    // Sender constraint (RFC 8705 mTLS binding, client pinning, workload identity).
+    SenderConstraintRequired => ("sender_constraint_required", 401, InvalidToken, "the route or client requires a sender-constrained token (mTLS-bound or DPoP)"),
+    CertificateBindingMissing => ("certificate_binding_missing", 401, InvalidToken, "the token is bound to a client certificate but the request did not come over mutual TLS"),
+    CertificateBindingMismatch => ("certificate_binding_mismatch", 401, InvalidToken, "the token is bound to another client certificate than the one presented"),
+    ClientCredentialMismatch => ("client_credential_mismatch", 401, InvalidToken, "the client is pinned to other mTLS credentials (certificate or SPIFFE ID) than the connection presented"),
+    WorkloadUnknown => ("workload_unknown", 401, Bare, "the connection's SPIFFE ID is not a registered workload"),
+    // DPoP (RFC 9449).
+    DpopNotEnabled => ("dpop_not_enabled", 401, InvalidToken, "DPoP is not configured for this API; the DPoP scheme and DPoP-bound tokens are refused"),
+    DpopDowngrade => ("dpop_downgrade", 401, DpopInvalidToken, "a DPoP-bound token was presented with the Bearer scheme"),
+    DpopTokenUnbound => ("dpop_token_unbound", 401, DpopInvalidToken, "the DPoP scheme was used with a token that is not DPoP-bound (no cnf.jkt)"),
+    DpopProofMissing => ("dpop_proof_missing", 401, InvalidDpopProof, "the DPoP scheme needs exactly one DPoP proof header"),
+    DpopProofDuplicated => ("dpop_proof_duplicated", 401, InvalidDpopProof, "more than one DPoP proof was presented"),
+    DpopProofMalformed => ("dpop_proof_malformed", 401, InvalidDpopProof, "the DPoP proof is not a well-formed dpop+jwt JWS with jti, htm, htu, iat and ath"),
+    DpopAlgNotAllowed => ("dpop_alg_not_allowed", 401, InvalidDpopProof, "the DPoP proof's algorithm is not an allowed asymmetric one"),
+    DpopJwkInvalid => ("dpop_jwk_invalid", 401, InvalidDpopProof, "the DPoP proof's jwk is not a usable public key (private parts, unsupported type, or not the alg's)"),
+    DpopSignatureInvalid => ("dpop_signature_invalid", 401, InvalidDpopProof, "the DPoP proof's signature does not verify with its jwk"),
+    DpopHtmMismatch => ("dpop_htm_mismatch", 401, InvalidDpopProof, "the DPoP proof's htm is not the request method"),
+    DpopHtuMismatch => ("dpop_htu_mismatch", 401, InvalidDpopProof, "the DPoP proof's htu is not this API's origin plus the request path"),
+    DpopIatInvalid => ("dpop_iat_invalid", 401, InvalidDpopProof, "the DPoP proof's iat is outside the accepted window"),
+    DpopAthMismatch => ("dpop_ath_mismatch", 401, InvalidDpopProof, "the DPoP proof's ath is not the hash of the access token"),
+    DpopKeyMismatch => ("dpop_key_mismatch", 401, InvalidDpopProof, "the DPoP proof's key is not the one the token is bound to (cnf.jkt)"),
+    DpopReplayed => ("dpop_replayed", 401, InvalidDpopProof, "the DPoP proof's jti was already used"),
+    DpopReplayCacheUnavailable => ("dpop_replay_cache_unavailable", 503, None, "the DPoP replay cache is full or unavailable; failing closed"),
     // Customer consent.
     ClientCredentialsOnCustomerRoute => ("client_credentials_on_customer_route", 403, None, "the route needs a customer's consent but the token has no customer (sub is the client)"),
     CustomerTokenOnMachineRoute => ("customer_token_on_machine_route", 403, None, "the route is machine-only and refuses tokens bound to a customer"),
@@ -116,8 +143,9 @@ impl Reason {
     pub fn error_code(self) -> &'static str {
         match self.challenge() {
             Challenge::InvalidRequest => "invalid_request",
-            Challenge::InvalidToken => "invalid_token",
+            Challenge::InvalidToken | Challenge::DpopInvalidToken => "invalid_token",
             Challenge::InsufficientScope => "insufficient_scope",
+            Challenge::InvalidDpopProof => "invalid_dpop_proof",
             Challenge::Bare => "unauthorized",
             Challenge::None if self.status() >= 500 => "temporarily_unavailable",
             Challenge::None => "access_denied",
@@ -126,14 +154,22 @@ impl Reason {
 
     /// The `WWW-Authenticate` value for this denial, or `None` when the status carries no challenge.
     /// `scope` is the route's required scopes (space-separated), used by `insufficient_scope`.
-    pub fn www_authenticate(self, realm: &str, scope: &str) -> Option<String> {
-        let mut value = format!("Bearer realm=\"{}\"", realm);
-        match self.challenge() {
+    /// `dpop_algs` (empty without DPoP) are the proof algorithms; `dpop_scheme` says the request
+    /// used the DPoP scheme, whose token errors are then challenged with the DPoP scheme too
+    /// (RFC 9449 §7.1).
+    pub fn www_authenticate(self, realm: &str, scope: &str, dpop_algs: &str, dpop_scheme: bool) -> Option<String> {
+        let dpop = match self.challenge() {
             Challenge::None => return None,
-            Challenge::Bare => return Some(value),
-            Challenge::InvalidRequest | Challenge::InvalidToken => {}
-            Challenge::InsufficientScope => {}
-        }
+            Challenge::Bare => return Some(format!("Bearer realm=\"{}\"", realm)),
+            Challenge::InvalidDpopProof | Challenge::DpopInvalidToken => true,
+            Challenge::InvalidToken | Challenge::InsufficientScope => dpop_scheme && !dpop_algs.is_empty(),
+            Challenge::InvalidRequest => false,
+        };
+        let mut value = if dpop {
+            format!("DPoP realm=\"{realm}\", algs=\"{dpop_algs}\"")
+        } else {
+            format!("Bearer realm=\"{}\"", realm)
+        };
         value.push_str(", error=\"");
         value.push_str(self.error_code());
         value.push_str("\", error_description=\"");
@@ -162,6 +198,7 @@ mod tests {
             assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             match r.challenge() {
                 Challenge::InvalidToken | Challenge::Bare => assert_eq!(r.status(), 401, "{:?}", r),
+                Challenge::InvalidDpopProof | Challenge::DpopInvalidToken => assert_eq!(r.status(), 401, "{:?}", r),
                 Challenge::InsufficientScope => assert_eq!(r.status(), 403),
                 Challenge::InvalidRequest => assert_eq!(r.status(), 400, "{:?}", r),
                 Challenge::None => assert!(r.status() == 403 || r.status() == 503),
@@ -172,12 +209,19 @@ mod tests {
 
     #[test]
     fn challenges_follow_rfc6750() {
-        assert_eq!(Reason::TokenMissing.www_authenticate("bank", "").as_deref(), Some("Bearer realm=\"bank\""));
-        let expired = Reason::TokenExpired.www_authenticate("bank", "").unwrap_or_default();
-        assert!(expired.starts_with("Bearer realm=\"bank\", error=\"invalid_token\""));
-        let scope = Reason::ScopeMissing.www_authenticate("bank", "accounts payments").unwrap_or_default();
+        let w = |r: Reason, scope| r.www_authenticate("bank", scope, "ES256 EdDSA", false).unwrap_or_default();
+        assert_eq!(w(Reason::TokenMissing, ""), "Bearer realm=\"bank\"");
+        assert!(w(Reason::TokenExpired, "").starts_with("Bearer realm=\"bank\", error=\"invalid_token\""));
+        let scope = w(Reason::ScopeMissing, "accounts payments");
         assert!(scope.contains("error=\"insufficient_scope\""));
         assert!(scope.ends_with("scope=\"accounts payments\""));
-        assert_eq!(Reason::PartnerOffboarded.www_authenticate("bank", ""), None);
+        assert_eq!(Reason::PartnerOffboarded.www_authenticate("bank", "", "", false), None);
+        // RFC 9449 §7.1: proof errors, and token errors under the DPoP scheme, challenge with DPoP.
+        assert!(w(Reason::DpopReplayed, "")
+            .starts_with("DPoP realm=\"bank\", algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\""));
+        assert!(w(Reason::DpopDowngrade, "")
+            .starts_with("DPoP realm=\"bank\", algs=\"ES256 EdDSA\", error=\"invalid_token\""));
+        let expired_dpop = Reason::TokenExpired.www_authenticate("bank", "", "ES256", true).unwrap_or_default();
+        assert!(expired_dpop.starts_with("DPoP realm=\"bank\", algs=\"ES256\", error=\"invalid_token\""));
     }
 }

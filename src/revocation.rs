@@ -113,17 +113,23 @@ impl RevocationSnapshot {
             return Err(Reason::TokenRevoked);
         }
         for client in std::iter::once(token.client_id.as_str()).chain(token.actor()) {
-            if self.clients.contains(client) {
-                return Err(Reason::ClientRevoked);
+            self.check_client(policy, client)?;
+        }
+        Ok(())
+    }
+
+    /// Revocation of a client, or of its partner.
+    pub fn check_client(&self, policy: &Policy, client: &str) -> Result<(), Reason> {
+        if self.clients.contains(client) {
+            return Err(Reason::ClientRevoked);
+        }
+        let partner = policy.clients.get(client).and_then(|c| c.partner.as_deref());
+        if let Some(p) = partner {
+            if self.offboarded_partners.contains(p) {
+                return Err(Reason::PartnerOffboarded);
             }
-            let partner = policy.clients.get(client).and_then(|c| c.partner.as_deref());
-            if let Some(p) = partner {
-                if self.offboarded_partners.contains(p) {
-                    return Err(Reason::PartnerOffboarded);
-                }
-                if self.suspended_partners.contains(p) {
-                    return Err(Reason::PartnerSuspended);
-                }
+            if self.suspended_partners.contains(p) {
+                return Err(Reason::PartnerSuspended);
             }
         }
         Ok(())

@@ -104,6 +104,13 @@ pub fn engine() -> Engine {
     engine_with(Box::new(PureRust))
 }
 
+/// An engine on another policy document (JSON), having seen an empty feed.
+pub fn engine_for(json: &str) -> Engine {
+    let mut e = Engine::new(Rc::new(crate::policy::load(json, "test policy").unwrap()), Box::new(PureRust));
+    e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
+    e
+}
+
 pub fn engine_with(verifier: Box<dyn crate::jwt::verifier::SignatureVerifier>) -> Engine {
     let mut e = Engine::new(Rc::new(policy()), verifier);
     e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
@@ -125,7 +132,15 @@ pub fn decide_with_consent(
 ) -> Result<String, Reason> {
     let authorization: Vec<&[u8]> = authorization.iter().map(|a| a.as_bytes()).collect();
     let consent: Vec<&[u8]> = consent.iter().map(|a| a.as_bytes()).collect();
-    let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now: NOW };
+    let facts = RequestFacts {
+        method,
+        path,
+        authorization: &authorization,
+        consent: &consent,
+        dpop: &[],
+        peer: None,
+        now: NOW,
+    };
     match engine.decide(&facts) {
         Decision::Allow(a) => Ok(a.route.id.clone()),
         Decision::Deny(d) => Err(d.reason),

@@ -193,7 +193,15 @@ fn decide(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let auth = format!("Bearer {token}");
     let consent: Vec<&[u8]> = consent.iter().map(|c| c.as_bytes()).collect();
-    let facts = nhi_guard::RequestFacts { method, path, authorization: &[auth.as_bytes()], consent: &consent, now };
+    let facts = nhi_guard::RequestFacts {
+        method,
+        path,
+        authorization: &[auth.as_bytes()],
+        consent: &consent,
+        dpop: &[],
+        peer: None,
+        now,
+    };
     match engine.decide(&facts) {
         nhi_guard::Decision::Allow(_) => Ok(()),
         nhi_guard::Decision::Deny(d) => Err(d.reason.code().to_string()),

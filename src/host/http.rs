@@ -7,6 +7,7 @@
 use super::metrics::Metrics;
 use super::{feed, headers, jwks, log};
 use crate::audit::{self, AuditContext, Outcome, Stream};
+use crate::credentials::{parse_hex_digest, PeerCertificate};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
 use crate::header_map;
 use crate::policy::{AuditLog, Policy};
@@ -44,7 +45,7 @@ impl RequestContext {
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
     fn refuse(&self, reason: Reason, request_id: &str) -> Action {
-        let deny = Deny { reason, route: None, token: None, realm: "nhi-guard" };
+        let deny = Deny { reason, route: None, token: None, realm: "nhi-guard", dpop_algs: "", dpop_scheme: false };
         self.reply(&deny, request_id);
         if let Some(m) = &self.metrics {
             m.decision(Outcome::Deny, Some(reason), None, None);
@@ -92,6 +93,7 @@ impl HttpContext for RequestContext {
         let mut interaction: Option<&str> = None;
         let mut authorization: Vec<&[u8]> = Vec::new();
         let mut consent: Vec<&[u8]> = Vec::new();
+        let mut dpop: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
         for (name, value) in header_map::pairs(&serialized) {
             match name {
@@ -100,6 +102,7 @@ impl HttpContext for RequestContext {
                 b"x-request-id" => request_id = text(value).unwrap_or("-"),
                 b"x-fapi-interaction-id" => interaction = valid_interaction_id(value),
                 b"authorization" => authorization.push(value),
+                b"dpop" => dpop.push(value),
                 n if n == consent_header => consent.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => {
                     removed_spoofed &=
@@ -131,7 +134,18 @@ impl HttpContext for RequestContext {
             }
             observe_jwks(&mut engine);
         }
-        let facts = RequestFacts { method, path, authorization: &authorization, consent: &consent, now };
+        // The client certificate Envoy verified (mTLS listeners only): one property read on
+        // plaintext connections, two with a certificate.
+        let uri_san;
+        let peer = match peer_digest() {
+            Some(sha256) => {
+                uri_san = property("connection.uri_san_peer_certificate");
+                Some(PeerCertificate { sha256, uri_san: uri_san.as_deref().and_then(text) })
+            }
+            None => None,
+        };
+        let facts =
+            RequestFacts { method, path, authorization: &authorization, consent: &consent, dpop: &dpop, peer, now };
         // Asks left by the previous request (a kid we lack): tell the poller, rate-limited in the core.
         engine.jwks_refetch_requests(now_ms, |issuer| {
             let _ = hostcalls::set_shared_data(&jwks::refetch_key(&issuer.id), Some(&now_ms.to_le_bytes()), None);
@@ -190,10 +204,14 @@ impl RequestContext {
     /// separate decision-id or reason entry: the token event carries both.
     fn record(&self, policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) {
         let (route, reason, token) = match decision {
-            Decision::Allow(a) => (Some(a.route), None, Some(&a.token)),
+            Decision::Allow(a) => (Some(a.route), None, a.token.as_ref()),
             Decision::Deny(d) => (d.route, Some(d.reason), d.token.as_ref()),
         };
-        let partner = token.and_then(|t| policy.clients.get(&t.client_id)).and_then(|c| c.partner.as_deref());
+        let client = match decision {
+            Decision::Allow(a) => Some(a.authority.client),
+            Decision::Deny(_) => token.and_then(|t| policy.clients.get(&t.client_id)),
+        };
+        let partner = client.and_then(|c| c.partner.as_deref());
         if let Some(m) = &self.metrics {
             m.decision(ctx.outcome, reason, route.map(|r| r.id.as_str()), partner);
             if matches!(decision, Decision::Allow(a) if a.cache_hit) {
@@ -209,7 +227,7 @@ impl RequestContext {
                     reason.code(),
                     reason.status(),
                     route.map_or("-", |r| r.id.as_str()),
-                    token.map_or("-", |t| t.client_id.as_str()),
+                    client.map_or("-", |c| c.id.as_str()),
                     ctx.request_id,
                     ctx.decision_id,
                 ),
@@ -263,6 +281,16 @@ fn observe_feed(engine: &mut Engine) {
     if let Err(e) = engine.observe_feed(version, fetched_at, document) {
         log(LogLevel::Warn, &format!("nhi-guard: revocation feed version {version} not applied: {e}"));
     }
+}
+
+/// A connection property as bytes (`None` when absent or on a host error).
+fn property(path: &str) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.split('.').collect()).ok().flatten().filter(|v| !v.is_empty())
+}
+
+/// The peer certificate's SHA-256, from Envoy's lowercase hex digest.
+fn peer_digest() -> Option<[u8; 32]> {
+    property("connection.sha256_peer_certificate_digest").and_then(|hex| parse_hex_digest(&hex))
 }
 
 fn text(v: &[u8]) -> Option<&str> {

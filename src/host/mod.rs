@@ -9,6 +9,7 @@ mod headers;
 mod http;
 mod jwks;
 mod metrics;
+mod replay;
 mod root;
 
 use proxy_wasm::types::LogLevel;

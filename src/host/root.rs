@@ -7,6 +7,7 @@ use super::http::RequestContext;
 use super::jwks::JwksPoller;
 use super::log;
 use super::metrics::Metrics;
+use super::replay::SharedReplayCache;
 use crate::jwt::native::{ForeignFunction, HostSignatureVerifier};
 use crate::jwt::verifier::{PureRust, SignatureVerifier};
 use crate::policy::{Policy, SignatureBackend};
@@ -120,7 +121,11 @@ impl RootContext for Root {
                 if policy.revocation.is_some() { "; revocation feed on" } else { "" }
             ),
         );
-        self.engine = Some(Rc::new(RefCell::new(Engine::new(policy, verifier))));
+        let mut engine = Engine::new(policy.clone(), verifier);
+        if let Some(dpop) = &policy.dpop {
+            engine.set_replay_guard(Box::new(SharedReplayCache::new(dpop.replay_cache_buckets)));
+        }
+        self.engine = Some(Rc::new(RefCell::new(engine)));
         self.metrics = Some(metrics);
         true
     }

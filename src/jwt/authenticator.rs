@@ -31,6 +31,48 @@ pub struct VerifiedToken {
     pub consent: Option<TokenConsent>,
     /// RFC 8693 `act` chain, current actor first; empty without delegation.
     pub actor_chain: Vec<String>,
+    /// The sender binding `cnf` declares (checked per request: it depends on the connection).
+    pub binding: TokenBinding,
+}
+
+/// What a token is bound to (RFC 7800 `cnf`). Both may be present; each is then checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenBinding {
+    /// RFC 8705 `x5t#S256`: the client certificate's SHA-256.
+    pub certificate: Option<[u8; 32]>,
+    /// RFC 9449 `jkt`: the DPoP key's JWK thumbprint, base64url as in the claim.
+    pub dpop_jkt: Option<String>,
+}
+
+impl TokenBinding {
+    pub fn is_bound(&self) -> bool {
+        self.certificate.is_some() || self.dpop_jkt.is_some()
+    }
+}
+
+/// Reads `cnf`. Malformed values and members we cannot enforce are refused, never ignored.
+fn token_binding(cnf: Option<&super::claims::Confirmation>) -> Result<TokenBinding, Reason> {
+    let Some(cnf) = cnf else { return Ok(TokenBinding::default()) };
+    if !cnf.other.is_empty() {
+        return Err(Reason::TokenMalformed);
+    }
+    let certificate = match &cnf.x5t_s256 {
+        None => None,
+        Some(t) => Some(
+            super::base64url::decode(t.as_bytes())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or(Reason::TokenMalformed)?,
+        ),
+    };
+    let dpop_jkt = match &cnf.jkt {
+        Some(j) if j.len() == 43 && super::base64url::decode(j.as_bytes()).is_some() => Some(j.clone()),
+        Some(_) => return Err(Reason::TokenMalformed),
+        None => None,
+    };
+    if certificate.is_none() && dpop_jkt.is_none() {
+        return Err(Reason::TokenMalformed);
+    }
+    Ok(TokenBinding { certificate, dpop_jkt })
 }
 
 /// A consent id and the permissions granted, as carried in an access token.
@@ -163,6 +205,7 @@ impl Authenticator {
             Some(act) => actor_chain(act).ok_or(Reason::TokenMalformed)?,
             None => Vec::new(),
         };
+        let binding = token_binding(claims.cnf.as_ref())?;
         let candidate = VerifiedToken {
             issuer: issuer_index,
             kid: key.kid.clone(),
@@ -176,6 +219,7 @@ impl Authenticator {
             nbf: claims.nbf.map(|n| n.0),
             consent,
             actor_chain,
+            binding,
         };
         check_times(&candidate, issuer.clock_skew, route, now)?;
         let until = candidate.exp;

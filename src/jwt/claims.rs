@@ -73,6 +73,21 @@ pub struct AccessTokenClaims {
     pub authorization_details: Option<Vec<AuthorizationDetail>>,
     /// RFC 8693 delegation: the actor (and, nested, its own actors).
     pub act: Option<serde_json::Value>,
+    /// RFC 7800 confirmation: the key or certificate the token is bound to.
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` members nhi-guard enforces. Others (`jwk`, `kid`) are refused: a binding we cannot check
+/// must not pass as no binding.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Confirmation {
+    /// RFC 8705: base64url SHA-256 of the client certificate (DER).
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: Option<String>,
+    /// RFC 9449: base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+    pub jkt: Option<String>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One RFC 9396 `authorization_details` entry; members nhi-guard does not read are ignored.

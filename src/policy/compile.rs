@@ -1,11 +1,11 @@
 //! Validation and compilation of a `PolicyDocument` into a `Policy`.
 
 use super::document::{
-    ClientDoc, ConsentDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc, RouteConsentDoc,
-    RouteDoc,
+    ClientDoc, ConsentDoc, DpopDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc,
+    RouteConsentDoc, RouteDoc,
 };
 use super::{
-    Client, ConsentIssuer, ConsentSettings, FieldError, Issuer, Partner, Policy, PolicyError, RemoteJwks,
+    Client, ConsentIssuer, ConsentSettings, DpopSettings, FieldError, Issuer, Partner, Policy, PolicyError, RemoteJwks,
     RevocationFeed, RouteConsent, RouteRule,
 };
 use crate::decision::IDENTITY_HEADER_PREFIX;
@@ -111,7 +111,8 @@ impl Compiler {
             }
         }
         let partners = self.partners(&doc.partners);
-        let clients = self.clients(&doc.clients, &partners, &doc.governance);
+        let clients = self.clients(&doc.clients, &partners, &doc.governance, &doc.sender_constraint.required_for_kinds);
+        let dpop = doc.sender_constraint.dpop.as_ref().map(|d| self.dpop(d));
         let routes = self.routes(&doc.routes);
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
         let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
@@ -132,6 +133,7 @@ impl Compiler {
             consent,
             revocation,
             governance: doc.governance,
+            dpop,
         })
     }
 
@@ -405,13 +407,96 @@ impl Compiler {
         out
     }
 
+    fn dpop(&mut self, d: &DpopDoc) -> DpopSettings {
+        let at = "sender_constraint.dpop";
+        let origin = d.external_origin.trim_end_matches('/').to_ascii_lowercase();
+        let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' ', '@'])) {
+            self.err(
+                format!("{at}.external_origin"),
+                format!(
+                    "{:?} is not an origin; write scheme and host only, e.g. \"https://api.bank.example\"",
+                    d.external_origin
+                ),
+            );
+        }
+        let mut algorithms = Vec::new();
+        for (j, name) in d.algorithms.iter().enumerate() {
+            match Alg::parse(name) {
+                Some(a @ (Alg::ES256 | Alg::EdDSA | Alg::PS256)) => algorithms.push(a),
+                _ => self.err(
+                    format!("{at}.algorithms[{j}]"),
+                    format!("{name:?} is not allowed for DPoP proofs; use ES256, EdDSA or PS256 (asymmetric only)"),
+                ),
+            }
+        }
+        if d.algorithms.is_empty() {
+            self.err(format!("{at}.algorithms"), "is empty; list ES256, EdDSA or PS256");
+        }
+        if !(10..=300).contains(&d.iat_window_seconds) {
+            self.err(format!("{at}.iat_window_seconds"), format!("is {}; choose 10 to 300", d.iat_window_seconds));
+        }
+        if !(16..=65_536).contains(&d.replay_cache_buckets) {
+            self.err(
+                format!("{at}.replay_cache_buckets"),
+                format!("is {}; choose 16 to 65536 (each holds 16 proofs)", d.replay_cache_buckets),
+            );
+        }
+        if !(512..=16_384).contains(&d.max_proof_bytes) {
+            self.err(format!("{at}.max_proof_bytes"), format!("is {}; choose 512 to 16384", d.max_proof_bytes));
+        }
+        DpopSettings {
+            algs_challenge: algorithms.iter().map(|a| a.name()).collect::<Vec<_>>().join(" "),
+            external_origin: origin,
+            algorithms,
+            iat_window: d.iat_window_seconds,
+            replay_cache_buckets: d.replay_cache_buckets,
+            max_proof_bytes: d.max_proof_bytes,
+        }
+    }
+
+    /// A client's pinned mTLS credentials: certificate thumbprints and SPIFFE IDs.
+    fn pins(&mut self, at: &str, d: &ClientDoc, taken: &mut HashSet<String>) -> Vec<[u8; 32]> {
+        let mut thumbprints = Vec::new();
+        for (j, t) in d.certificate_thumbprints.iter().enumerate() {
+            match crate::jwt::base64url::decode(t.as_bytes()).and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(b) => thumbprints.push(b),
+                None => self.err(
+                    format!("{at}.certificate_thumbprints[{j}]"),
+                    "is not a SHA-256 thumbprint; write base64url without padding (43 characters), as in x5t#S256",
+                ),
+            }
+        }
+        for (j, id) in d.spiffe_ids.iter().enumerate() {
+            let path = id.strip_prefix("spiffe://").and_then(|r| r.split_once('/'));
+            if path.is_none_or(|(domain, p)| domain.is_empty() || p.is_empty())
+                || !id.bytes().all(|b| b.is_ascii_graphic())
+                || id.contains(['?', '#'])
+            {
+                self.err(
+                    format!("{at}.spiffe_ids[{j}]"),
+                    format!("{id:?} is not a SPIFFE ID; write spiffe://trust-domain/path"),
+                );
+            }
+            if !taken.insert(id.clone()) {
+                self.err(
+                    format!("{at}.spiffe_ids[{j}]"),
+                    format!("{id:?} is listed by two clients; a workload identity names one client"),
+                );
+            }
+        }
+        thumbprints
+    }
+
     fn clients(
         &mut self,
         docs: &[ClientDoc],
         partners: &HashMap<String, Partner>,
         governance: &super::Governance,
+        sender_constrained_kinds: &[ClientKind],
     ) -> HashMap<String, Client> {
         let mut out = HashMap::new();
+        let mut spiffe_ids = HashSet::new();
         for (i, d) in docs.iter().enumerate() {
             let at = format!("clients[{i}]");
             if d.id.is_empty() {
@@ -437,7 +522,11 @@ impl Compiler {
             let expires = self.time(format!("{at}.expires"), &d.expires);
             let last_reviewed = d.last_reviewed.as_ref().map(|t| self.time(format!("{at}.last_reviewed"), t));
             let review_due = last_reviewed.map(|t| t + governance.cadence_days(Some(d.kind)) * 86_400);
+            let certificate_thumbprints = self.pins(&at, d, &mut spiffe_ids);
             let c = Client {
+                certificate_thumbprints,
+                spiffe_ids: d.spiffe_ids.clone(),
+                require_sender_constraint: d.require_sender_constraint || sender_constrained_kinds.contains(&d.kind),
                 id: d.id.clone(),
                 kind: d.kind,
                 partner: d.partner.clone(),
@@ -499,6 +588,12 @@ impl Compiler {
                     continue;
                 }
             };
+            if d.accept_workload_identity && matches!(d.consent, RouteConsentDoc::Permissions(_)) {
+                self.err(
+                    format!("{at}.accept_workload_identity"),
+                    "needs consent \"none\": a workload identity carries no customer, so it can never bring consent",
+                );
+            }
             let consent = match &d.consent {
                 RouteConsentDoc::None => RouteConsent::None { refuse_customer_tokens: d.refuse_customer_tokens },
                 RouteConsentDoc::Permissions(groups) => {
@@ -528,6 +623,8 @@ impl Compiler {
                 consent,
                 require_fresh_revocation: d.require_fresh_revocation,
                 dry_run: d.dry_run,
+                require_sender_constraint: d.require_sender_constraint,
+                accept_workload_identity: d.accept_workload_identity,
             };
             entries.push((template, d.methods.clone(), rule));
         }

@@ -28,6 +28,9 @@ pub struct PolicyDocument {
     /// The live revocation feed, polled by one singleton per Envoy.
     #[serde(default)]
     pub revocation: Option<RevocationDoc>,
+    /// Sender-constrained tokens: DPoP settings and which client kinds must present bound tokens.
+    #[serde(default)]
+    pub sender_constraint: SenderConstraintDoc,
     /// Review cadence and token-lifetime ceilings that `nhi-guard check` holds the policy to.
     #[serde(default)]
     pub governance: GovernanceDoc,
@@ -378,6 +381,62 @@ pub struct ClientDoc {
     /// RFC 3339 instant of the last access review.
     #[serde(default)]
     pub last_reviewed: Option<String>,
+    /// SHA-256 thumbprints (base64url, as in `x5t#S256`) of the client certificates this client
+    /// owns. When set, its tokens are accepted only over mutual TLS with one of them.
+    #[serde(default)]
+    pub certificate_thumbprints: Vec<String>,
+    /// SPIFFE IDs this client owns (URI SAN of its mTLS certificate). When set, its tokens are
+    /// accepted only from one of them, and routes that allow it take the workload identity alone.
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+    /// Refuse this client's tokens unless they are sender-constrained (mTLS-bound or DPoP).
+    #[serde(default)]
+    pub require_sender_constraint: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderConstraintDoc {
+    /// Client kinds whose tokens must be sender-constrained everywhere (e.g. `["partner_app"]`).
+    pub required_for_kinds: Vec<ClientKind>,
+    /// DPoP (RFC 9449) proof checking; without it, DPoP-bound tokens are refused.
+    pub dpop: Option<DpopDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopDoc {
+    /// Scheme and host (and port, if not the default) clients address this API by: `htu` must be
+    /// this plus the request path. Never taken from request headers (they are client-controlled).
+    pub external_origin: String,
+    /// Proof algorithms accepted (asymmetric only).
+    #[serde(default = "default_dpop_algs")]
+    pub algorithms: Vec<String>,
+    /// How old (and, with the skew, how far ahead) a proof's `iat` may be; also how long its `jti`
+    /// is remembered.
+    #[serde(default = "default_dpop_window")]
+    pub iat_window_seconds: i64,
+    /// Replay cache size: buckets of 16 proofs each, shared by all workers of an Envoy.
+    #[serde(default = "default_dpop_buckets")]
+    pub replay_cache_buckets: u32,
+    #[serde(default = "default_dpop_bytes")]
+    pub max_proof_bytes: usize,
+}
+
+fn default_dpop_algs() -> Vec<String> {
+    vec!["ES256".into(), "EdDSA".into(), "PS256".into()]
+}
+
+fn default_dpop_window() -> i64 {
+    60
+}
+
+fn default_dpop_buckets() -> u32 {
+    4096
+}
+
+fn default_dpop_bytes() -> usize {
+    4096
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,4 +467,10 @@ pub struct RouteDoc {
     /// Roll-out aid: deny decisions on this route are logged as `would_deny` and let through.
     #[serde(default)]
     pub dry_run: bool,
+    /// Refuse tokens on this route unless they are sender-constrained (mTLS-bound or DPoP).
+    #[serde(default)]
+    pub require_sender_constraint: bool,
+    /// Let registered workloads call this route on their mTLS SPIFFE ID alone, without a token.
+    #[serde(default)]
+    pub accept_workload_identity: bool,
 }

@@ -37,6 +37,8 @@ pub struct Policy {
     pub consent: ConsentSettings,
     pub revocation: Option<RevocationFeed>,
     pub governance: Governance,
+    /// DPoP proof checking, when configured; DPoP-bound tokens are refused without it.
+    pub dpop: Option<DpopSettings>,
 }
 
 impl Governance {
@@ -146,6 +148,32 @@ pub struct Client {
     pub last_reviewed: Option<i64>,
     /// `last_reviewed` plus the kind's cadence (`None`: never reviewed).
     pub review_due: Option<i64>,
+    /// Certificates (SHA-256 of the DER) this client owns; empty: not pinned.
+    pub certificate_thumbprints: Vec<[u8; 32]>,
+    /// SPIFFE IDs this client owns; empty: not pinned.
+    pub spiffe_ids: Vec<String>,
+    /// Its tokens must be sender-constrained (its own flag, or its kind's in `sender_constraint`).
+    pub require_sender_constraint: bool,
+}
+
+impl Client {
+    /// Whether the client is pinned to mTLS credentials (certificates or SPIFFE IDs).
+    pub fn is_pinned(&self) -> bool {
+        !self.certificate_thumbprints.is_empty() || !self.spiffe_ids.is_empty()
+    }
+}
+
+/// DPoP (RFC 9449) settings, compiled.
+#[derive(Debug, Clone)]
+pub struct DpopSettings {
+    /// `scheme://host[:port]`, lowercase, without a trailing slash.
+    pub external_origin: String,
+    pub algorithms: Vec<Alg>,
+    /// The algorithms as the `algs` challenge parameter lists them (`"ES256 EdDSA"`).
+    pub algs_challenge: String,
+    pub iat_window: i64,
+    pub replay_cache_buckets: u32,
+    pub max_proof_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -164,11 +192,18 @@ pub struct RouteRule {
     pub consent: RouteConsent,
     pub require_fresh_revocation: bool,
     pub dry_run: bool,
+    pub require_sender_constraint: bool,
+    pub accept_workload_identity: bool,
 }
 
 impl Policy {
     pub fn issuer(&self, iss: &str) -> Option<(usize, &Issuer)> {
         self.issuers.iter().enumerate().find(|(_, i)| i.id == iss)
+    }
+
+    /// The registered client owning a SPIFFE ID (exact match), for workload identity.
+    pub fn client_by_spiffe_id(&self, id: &str) -> Option<&Client> {
+        self.clients.values().find(|c| c.spiffe_ids.iter().any(|s| s == id))
     }
 }
 
