@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 NHI_GUARD_SETUP_WASM_BINDGEN=0 source scripts/setup.sh
 CHECK=0; [ "${1:-}" = "--check" ] && CHECK=1
 
-PORT=10000; ADMIN=9901; UPSTREAM=8081
-for p in $PORT $ADMIN $UPSTREAM; do
+PORT=10000; ADMIN=9901; UPSTREAM=8081; MTLS=10443
+for p in $PORT $ADMIN $UPSTREAM $MTLS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "demo: port $p on 127.0.0.1 is busy (envoy/envoy.yaml uses 10000, 9901 and 8081)" >&2; exit 1
+    echo "demo: port $p on 127.0.0.1 is busy (envoy/envoy.yaml uses 10000, 10443, 9901 and 8081)" >&2; exit 1
   fi
 done
 
@@ -22,6 +22,8 @@ CLI=target/debug/nhi-guard
 $CLI check policies/open-banking.json || true
 
 mkdir -p target/demo
+# The mTLS listener's CA, server and client certificates: generated per run, never committed.
+scripts/pki.sh target/demo/pki >/dev/null
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
@@ -69,6 +71,16 @@ QUICKLOANS=$(consent --client quickloans-app --consent-id aac-0b12 --permissions
 # A workload token from the internal STS, verified with keys from its JWKS endpoint.
 sts() { $CLI token --iss https://sts.bank.internal --aud $AUD "$@"; }
 LEDGER=$(sts --key policies/demo-keys/sts-es256.pem --kid sts-es256 --client ledger-sync --scope "ledger:read")
+# Sender-constrained payment tokens: bound to Moneywise's client certificate (RFC 8705), or to a DPoP key (RFC 9449).
+PKI=target/demo/pki
+BOUND=$(mint --client moneywise-app --sub customer-8841 --scope payments --bind-cert $PKI/moneywise-app.pem)
+$CLI keygen ES256 > target/demo/dpop.pem
+DPOP_TOKEN=$(mint --client moneywise-app --sub customer-8841 --scope payments --bind-dpop-key target/demo/dpop.pem)
+PROOF=$($CLI dpop --key target/demo/dpop.pem --method POST --url https://api.bank.example/domestic-vrps --token "$DPOP_TOKEN")
+PAYMENT=$(mint --client moneywise-app --sub customer-8841 --scope payments)
+PAY_CONSENT=$(consent --client moneywise-app --consent-id pdc-5521 --permissions "CreateDomesticPayment")
+TLS_URL=https://api.bank.example:$MTLS
+tls() { echo "--cacert $PKI/ca.pem --cert $PKI/$1.pem --key $PKI/$1.key --resolve api.bank.example:$MTLS:127.0.0.1"; }
 URL=http://127.0.0.1:$PORT
 
 # expected status | expected reason (or x-nhi-route for 200) | what it shows | curl arguments
@@ -88,10 +100,18 @@ scenarios=(
   "400|token_in_query|a token in the query string|'$URL/accounts?access_token=$GOOD'"
   "403|route_unmatched|a route the policy does not name|-H 'Authorization: Bearer $GOOD' $URL/admin/users"
   "200|ledger-account|a service account's token from the internal STS, keys fetched from its JWKS|-H 'Authorization: Bearer $LEDGER' $URL/internal/ledger/accounts/7"
+  "200|domestic-vrps-create|a payment token bound to Moneywise's certificate, over mutual TLS|-X POST $(tls moneywise-app) -H 'Authorization: Bearer $BOUND' -H 'x-consent: $PAY_CONSENT' $TLS_URL/domestic-vrps"
+  "401|certificate_binding_mismatch|the same token over another partner app's certificate|-X POST $(tls moneywise-insights) -H 'Authorization: Bearer $BOUND' $TLS_URL/domestic-vrps"
+  "401|sender_constraint_required|a plain bearer token on the sender-constrained payments route|-X POST $(tls moneywise-app) -H 'Authorization: Bearer $PAYMENT' $TLS_URL/domestic-vrps"
+  "200|statement-runs-create|the statements batch job on its SPIFFE ID alone, no token|-X POST $(tls statements-batch) $TLS_URL/internal/statements/runs"
+  "401|workload_unknown|a workload certificate whose SPIFFE ID is not registered|-X POST $(tls unknown-workload) $TLS_URL/internal/statements/runs"
+  "200|domestic-vrps-create|a DPoP-bound token with its proof (the proof is single-use and lives 60 s)|-X POST -H 'Authorization: DPoP $DPOP_TOKEN' -H 'DPoP: $PROOF' -H 'x-consent: $PAY_CONSENT' $URL/domestic-vrps"
+  "401|dpop_replayed|the same DPoP proof again|-X POST -H 'Authorization: DPoP $DPOP_TOKEN' -H 'DPoP: $PROOF' $URL/domestic-vrps"
+  "401|dpop_downgrade|the DPoP-bound token presented as a bearer token|-X POST -H 'Authorization: Bearer $DPOP_TOKEN' $URL/domestic-vrps"
 )
 
 echo
-echo "nhi-guard demo is up: Envoy on $URL (admin http://127.0.0.1:$ADMIN), upstream echo on :$UPSTREAM"
+echo "nhi-guard demo is up: Envoy on $URL and mutual TLS on $TLS_URL (admin http://127.0.0.1:$ADMIN), upstream echo on :$UPSTREAM"
 echo "Paste any of these (tokens live 5 minutes; rerun the demo for fresh ones):"
 failures=0
 for s in "${scenarios[@]}"; do

@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.."
 ENVOY_VERSION=1.40.0
 export NHI_GUARD_ENVOY="$PWD/target/envoy-venv/bin/envoy"
 
+# The demo and the TLS tests use curl, jq and openssl (certificates are generated, never committed).
+missing=()
+for tool in curl jq openssl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (Debian packages)"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
 
 if ! "$NHI_GUARD_ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then

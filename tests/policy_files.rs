@@ -125,7 +125,7 @@ fn cli_check_reports_findings_and_fails_on_load_errors_or_error_findings() {
     let example = cli(&["check", "policies/open-banking.json", "--now", "2026-11-24T00:00:00Z"]);
     assert_eq!(example.status.code(), Some(1), "the example carries deliberate stale partner access");
     let out = String::from_utf8_lossy(&example.stdout);
-    assert!(out.contains("ok (2 issuers, 4 partners, 9 clients, 14 routes)"), "{out}");
+    assert!(out.contains("ok (2 issuers, 4 partners, 9 clients, 15 routes)"), "{out}");
     assert!(out.contains("stale_partner_access") && out.contains("client quickloans-app"), "{out}");
 
     let mut clean = json("policies/open-banking.json");

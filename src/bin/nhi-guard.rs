@@ -3,7 +3,10 @@
 
 use nhi_guard::envoy_config::{render, EnvoyLayout};
 use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{access_token_claims, access_token_header, consent_claims, consent_header, sign_jws, SigningKey};
+use nhi_guard::mint::{
+    access_token_claims, access_token_header, bind_to_certificate, bind_to_dpop_key, certificate_sha256,
+    consent_claims, consent_header, dpop_proof, sign_jws, SigningKey,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -21,9 +24,14 @@ USAGE:
       and the routes it can reach.
   nhi-guard token --key PEM --kid KID --iss ISS --aud AUD --client CLIENT_ID [--sub SUB]
                   [--scope \"a b\"] [--ttl SECONDS] [--iat-offset SECONDS] [--alg PS256|RS256]
-                  [--claim NAME=JSON]... [--count N]
+                  [--bind-cert CERT.pem] [--bind-dpop-key PEM] [--claim NAME=JSON]... [--count N]
       Mint a signed RFC 9068 access token (demo, tests and load tests only); --count N prints N
-      tokens, one per line, that differ in jti.
+      tokens, one per line, that differ in jti. --bind-cert binds it to a client certificate
+      (cnf.x5t#S256), --bind-dpop-key to a DPoP key (cnf.jkt).
+  nhi-guard dpop --key PEM --method METHOD --url URL --token TOKEN
+      Print a DPoP proof (RFC 9449) for one request, with a fresh jti.
+  nhi-guard thumbprint CERT.pem
+      Print a certificate's x5t#S256 (for clients[].certificate_thumbprints).
   nhi-guard consent --key PEM --kid KID --iss ISS --client CLIENT_ID --sub CUSTOMER --consent-id ID
                     --permissions \"ReadBalances ...\" [--ttl SECONDS] [--status Authorised|Revoked|...]
                     [--count N]
@@ -34,7 +42,7 @@ USAGE:
   nhi-guard keygen ES256|EdDSA|PS256
       Print a new PKCS#8 PEM private key.
   nhi-guard envoy-config --policy FILE --wasm PATH [--listen PORT] [--admin PORT] [--upstream PORT]
-                         [--feed PORT] [--audit-dir DIR]
+                         [--feed PORT] [--audit-dir DIR] [--mtls PORT --pki DIR]
       Print an Envoy bootstrap running the filter with this policy.
   nhi-guard upstream [--port PORT] [--feed-file FILE [--feed-path PATH]]
                      [--jwks-file FILE [--jwks-path PATH]]
@@ -52,6 +60,8 @@ fn main() -> ExitCode {
         Some("token") => token(args.get(1..).unwrap_or(&[])),
         Some("consent") => consent(args.get(1..).unwrap_or(&[])),
         Some("jwks") => jwks(args.get(1..).unwrap_or(&[])),
+        Some("dpop") => dpop(args.get(1..).unwrap_or(&[])),
+        Some("thumbprint") => thumbprint(args.get(1..).unwrap_or(&[])),
         Some("keygen") => keygen(args.get(1..).unwrap_or(&[])),
         Some("envoy-config") => envoy_config(args.get(1..).unwrap_or(&[])),
         Some("upstream") => upstream(args.get(1..).unwrap_or(&[])),
@@ -248,6 +258,12 @@ fn token(args: &[String]) -> Result<(), String> {
     if let Some(sub) = f.get("sub") {
         claims["sub"] = json!(sub);
     }
+    if let Some(cert) = f.get("bind-cert") {
+        claims = bind_to_certificate(claims, &certificate_sha256(&read(cert)?)?);
+    }
+    if let Some(dpop_key) = f.get("bind-dpop-key") {
+        claims = bind_to_dpop_key(claims, &SigningKey::from_pkcs8_pem(&read(dpop_key)?, Alg::PS256)?);
+    }
     for c in &f.claims {
         let (name, value) = c.split_once('=').ok_or_else(|| format!("--claim {c:?} must be NAME=JSON"))?;
         let value: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
@@ -255,6 +271,25 @@ fn token(args: &[String]) -> Result<(), String> {
     }
     let header = access_token_header(&key, f.need("kid")?);
     emit(&header, claims, &key, f.int("count", 1)?, "jti");
+    Ok(())
+}
+
+/// `dpop --key PEM --method M --url URL --token T`: one DPoP proof, with a fresh jti.
+fn dpop(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args)?;
+    let key = SigningKey::from_pkcs8_pem(&read(f.need("key")?)?, rsa_alg(f.get("alg"))?)?;
+    let now = unix_now()?;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.subsec_nanos();
+    let jti = format!("{now}-{}-{nanos}", std::process::id());
+    println!("{}", dpop_proof(&key, f.need("method")?, f.need("url")?, f.need("token")?, now, &jti));
+    Ok(())
+}
+
+/// `thumbprint CERT.pem`: the certificate's `x5t#S256` (base64url SHA-256 of the DER).
+fn thumbprint(args: &[String]) -> Result<(), String> {
+    let path = args.first().ok_or("thumbprint needs a PEM certificate file")?;
+    println!("{}", nhi_guard::jwt::base64url::encode(&certificate_sha256(&read(path)?)?));
     Ok(())
 }
 
@@ -340,6 +375,13 @@ fn envoy_config(args: &[String]) -> Result<(), String> {
         upstream_port: port("upstream", 8081)?,
         feed_port: port("feed", 8081)?,
         audit_dir: f.get("audit-dir").unwrap_or("target/demo").to_string(),
+        mtls: match f.get("mtls") {
+            Some(_) => Some(nhi_guard::envoy_config::MtlsListener {
+                port: port("mtls", 10443)?,
+                pki_dir: f.get("pki").unwrap_or("target/demo/pki").to_string(),
+            }),
+            None => None,
+        },
         wasm_path: f.need("wasm")?.to_string(),
         policy_json,
     };

@@ -337,6 +337,50 @@ mod tests {
     }
 
     #[test]
+    fn sender_constraint_settings_are_checked_at_load() {
+        let batch = 8; // statements-batch
+        expect(
+            |d| d["clients"][0]["certificate_thumbprints"] = json!(["abc"]),
+            "clients[0].certificate_thumbprints[0]",
+            "43 characters",
+        );
+        expect(|d| d["clients"][0]["spiffe_ids"] = json!(["spiffe://"]), "clients[0].spiffe_ids[0]", "not a SPIFFE ID");
+        expect(
+            |d| d["clients"][0]["spiffe_ids"] = d["clients"][batch]["spiffe_ids"].clone(),
+            "clients[8].spiffe_ids[0]",
+            "two clients",
+        );
+        expect(
+            |d| d["sender_constraint"]["dpop"]["external_origin"] = json!("https://api.bank.example/v1"),
+            "sender_constraint.dpop.external_origin",
+            "not an origin",
+        );
+        expect(
+            |d| d["sender_constraint"]["dpop"]["algorithms"] = json!(["HS256"]),
+            "sender_constraint.dpop.algorithms[0]",
+            "asymmetric only",
+        );
+        expect(
+            |d| d["sender_constraint"]["dpop"]["replay_cache_buckets"] = json!(1),
+            "sender_constraint.dpop.replay_cache_buckets",
+            "16 to 65536",
+        );
+        expect(
+            |d| d["routes"][2]["accept_workload_identity"] = json!(true),
+            "routes[2].accept_workload_identity",
+            "never bring consent",
+        );
+        expect(
+            |d| d["sender_constraint"]["required_for_kinds"] = json!(["robot"]),
+            "sender_constraint.required_for_kinds[0]",
+            "unknown variant",
+        );
+        let p = crate::policy::load(POLICY_JSON, "p").unwrap();
+        assert_eq!(p.dpop.as_ref().map(|d| d.algs_challenge.as_str()), Some("ES256 EdDSA PS256"));
+        assert!(p.clients["statements-batch"].is_pinned() && !p.clients["moneywise-app"].is_pinned());
+    }
+
+    #[test]
     fn issuers_refuse_weak_or_confused_crypto() {
         expect(|d| d["issuers"][0]["algorithms"] = json!(["none"]), "issuers[0].algorithms[0]", "never none");
         expect(|d| d["issuers"][0]["algorithms"] = json!(["HS256"]), "issuers[0].algorithms[0]", "HMAC");

