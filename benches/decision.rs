@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use nhi_guard::credentials::PeerCertificate;
 use nhi_guard::jwt::keys::Alg;
 use nhi_guard::jwt::verifier::PureRust;
-use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
+use nhi_guard::mint::{access_token_header, bind_to_certificate, bind_to_dpop_key, dpop_proof, sign_jws, SigningKey};
 use nhi_guard::{Decision, Engine, RequestFacts};
 use std::rc::Rc;
 
@@ -63,6 +64,55 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // Sender-constrained: a cached mTLS-bound token (binding checked per request), and a cached
+    // DPoP-bound token with a fresh proof each time (proof signature and replay cache per request).
+    let es_key = SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-es256.pem"), Alg::ES256).unwrap();
+    let payer = nhi_guard::mint::example::customer_claims("moneywise-app", "payments", NOW - 5);
+    let cert = [7u8; 32];
+    let bound =
+        sign_jws(&access_token_header(&es_key, "as-es256"), &bind_to_certificate(payer.clone(), &cert), &es_key);
+    let bound = format!("Bearer {bound}");
+    let mut e = engine();
+    let vrp = |e: &mut Engine, auth: &str, dpop: &[&[u8]], peer| {
+        let a = [auth.as_bytes()];
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/domestic-vrps",
+            authorization: &a,
+            consent: &[],
+            dpop,
+            peer,
+            now: NOW,
+        };
+        matches!(e.decide(&facts), Decision::Allow(_))
+    };
+    let peer = Some(PeerCertificate { sha256: cert, uri_san: None });
+    assert!(vrp(&mut e, &bound, &[], peer));
+    c.bench_function("decision, cached mTLS-bound token", |b| b.iter(|| vrp(&mut e, black_box(&bound), &[], peer)));
+    let dpop_key = SigningKey::es256_from_bytes(&[3u8; 32]).unwrap();
+    let dpop_token = sign_jws(&access_token_header(&es_key, "as-es256"), &bind_to_dpop_key(payer, &dpop_key), &es_key);
+    let scheme = format!("DPoP {dpop_token}");
+    let mut n = 0u64;
+    c.bench_function("decision, cached DPoP-bound token + new ES256 proof (pure Rust verify)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                dpop_proof(
+                    &dpop_key,
+                    "POST",
+                    "https://api.bank.example/domestic-vrps",
+                    &dpop_token,
+                    NOW,
+                    &format!("p{n}"),
+                )
+            },
+            |proof| {
+                let p = [proof.as_bytes()];
+                assert!(vrp(&mut e, &scheme, &p, None));
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     let garbage = "Bearer eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln".to_string();
     c.bench_function("decision, garbage token", |b| b.iter(|| decide(&mut e, black_box(&garbage))));
 }

@@ -125,18 +125,19 @@ def policy_text():
 
 
 def with_feed(cfg, feed_port):
-    """Adds the revocation-feed poller (singleton service) and the feed's cluster, as envoy-config renders them."""
+    """Adds the poller (singleton service) and the clusters of the feed and remote JWKS, as envoy-config renders them."""
     policy = json.loads(policy_text())
     cfg["bootstrap_extensions"] = [{"name": "envoy.bootstrap.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True,
         "config": {"name": "nhi_guard_feed", "root_id": "nhi_guard_feed",
                    "vm_config": {"vm_id": "nhi_guard", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text()}}}}]
-    name = policy["revocation"]["cluster"]
-    cfg["static_resources"]["clusters"].append({
-        "name": name, "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": feed_port}}}}]}]},
-    })
+    names = [policy["revocation"]["cluster"]] + [i["remote_jwks"]["cluster"] for i in policy["issuers"] if "remote_jwks" in i]
+    for name in dict.fromkeys(names):
+        cfg["static_resources"]["clusters"].append({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": feed_port}}}}]}]},
+        })
     return cfg
 
 
@@ -307,7 +308,11 @@ def main():
     feed_file = os.path.join(WORK, "revocations.json")
     with open(feed_file, "w") as f:
         json.dump({"version": 1, "produced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
-    feed = subprocess.Popen([CLI, "upstream", "--port", str(feed_port), "--feed-file", feed_file], stderr=subprocess.DEVNULL)
+    jwks_file = os.path.join(WORK, "sts-jwks.json")
+    with open(jwks_file, "w") as f:
+        subprocess.run([CLI, "jwks", os.path.join(ROOT, "policies/demo-keys/sts-es256.pem") + ":sts-es256"], stdout=f, check=True)
+    feed = subprocess.Popen([CLI, "upstream", "--port", str(feed_port), "--feed-file", feed_file, "--jwks-file", jwks_file],
+                            stderr=subprocess.DEVNULL)
     try:
         for name, filters in configs.items():
             cfg = bootstrap(free_port(), free_port(), filters, up_port)
