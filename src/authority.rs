@@ -22,6 +22,9 @@ pub fn check<'p>(
     now: i64,
 ) -> Result<Authority<'p>, Reason> {
     let client = policy.clients.get(&token.client_id).ok_or(Reason::ClientUnknown)?;
+    if !client.issuers.is_empty() && !client.issuers.contains(&token.issuer) {
+        return Err(Reason::ClientIssuerNotAllowed);
+    }
     let partner = check_registration(policy, route, client, now)?;
     for scope in &route.scopes {
         if !token.has_scope(scope) {

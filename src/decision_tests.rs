@@ -651,7 +651,8 @@ fn every_core_reason_is_covered_by_a_case() {
     produced.insert(Reason::VerifierError);
     produced.insert(Reason::ReviewOverdue); // overdue_reviews_deny_only_when_the_policy_enforces_them
     produced.insert(Reason::JwksUnavailable); // remote_jwks_rotation_removal_and_refetch
-                                              // sender_constrained_tokens_and_workload_identity
+    produced.insert(Reason::ClientIssuerNotAllowed); // remote_jwks_rotation_removal_and_refetch
+                                                     // sender_constrained_tokens_and_workload_identity
     produced.extend([
         Reason::SenderConstraintRequired,
         Reason::CertificateBindingMissing,
@@ -813,6 +814,12 @@ fn remote_jwks_rotation_removal_and_refetch() {
 
     e.observe_jwks(STS_INDEX, 1, || Some(jwks_of(&[(&sts, "sts-1")]))).unwrap();
     assert_eq!(decide(&mut e, "GET", ledger, &[&old]), Ok("ledger-account".into()));
+    // Partner apps take tokens from the partner-facing AS only: a valid STS token for one is refused.
+    let partner_from_sts = bearer(&sts_token("moneywise-app", "accounts", &sts, "sts-1"));
+    assert_eq!(
+        decide(&mut e, "GET", "/account-access-consents/c1", &[&partner_from_sts]),
+        Err(Reason::ClientIssuerNotAllowed)
+    );
     assert_eq!(decide(&mut e, "GET", ledger, &[&new]), Err(Reason::KidUnknown));
     assert_eq!(asks(&mut e, NOW * 1000 + 20_000), vec![STS_ISS], "unknown kid asks for a refetch");
     // A flood of made-up kids yields one ask per window.

@@ -82,6 +82,7 @@ reasons! {
     ScopeMissing => ("scope_missing", 403, InsufficientScope, "the token lacks a scope the route requires"),
     ScopeBeyondCeiling => ("scope_beyond_ceiling", 403, InsufficientScope, "the route's scope lies outside the client's registered ceiling"),
     ClientUnknown => ("client_unknown", 403, None, "the token's client is not registered"),
+    ClientIssuerNotAllowed => ("client_issuer_not_allowed", 401, InvalidToken, "the token comes from an issuer this client may not take tokens from"),
     ClientInactive => ("client_inactive", 403, None, "the client is suspended or revoked"),
     ClientExpired => ("client_expired", 403, None, "the client's registration has expired"),
     ClientKindNotAllowed => ("client_kind_not_allowed", 403, None, "this kind of client may not call the route"),

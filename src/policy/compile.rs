@@ -111,7 +111,8 @@ impl Compiler {
             }
         }
         let partners = self.partners(&doc.partners);
-        let clients = self.clients(&doc.clients, &partners, &doc.governance, &doc.sender_constraint.required_for_kinds);
+        let clients =
+            self.clients(&doc.clients, &partners, &doc.governance, &doc.sender_constraint.required_for_kinds, &issuers);
         let dpop = doc.sender_constraint.dpop.as_ref().map(|d| self.dpop(d));
         let routes = self.routes(&doc.routes);
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
@@ -494,6 +495,7 @@ impl Compiler {
         partners: &HashMap<String, Partner>,
         governance: &super::Governance,
         sender_constrained_kinds: &[ClientKind],
+        issuers: &[Issuer],
     ) -> HashMap<String, Client> {
         let mut out = HashMap::new();
         let mut spiffe_ids = HashSet::new();
@@ -523,7 +525,18 @@ impl Compiler {
             let last_reviewed = d.last_reviewed.as_ref().map(|t| self.time(format!("{at}.last_reviewed"), t));
             let review_due = last_reviewed.map(|t| t + governance.cadence_days(Some(d.kind)) * 86_400);
             let certificate_thumbprints = self.pins(&at, d, &mut spiffe_ids);
+            let mut allowed_issuers = Vec::new();
+            for (j, iss) in d.issuers.iter().enumerate() {
+                match issuers.iter().position(|i| &i.id == iss) {
+                    Some(n) => allowed_issuers.push(n),
+                    None => self.err(
+                        format!("{at}.issuers[{j}]"),
+                        format!("{iss:?} is not an issuer in this policy; use an issuers[].id"),
+                    ),
+                }
+            }
             let c = Client {
+                issuers: allowed_issuers,
                 certificate_thumbprints,
                 spiffe_ids: d.spiffe_ids.clone(),
                 require_sender_constraint: d.require_sender_constraint || sender_constrained_kinds.contains(&d.kind),

@@ -392,6 +392,10 @@ pub struct ClientDoc {
     /// Refuse this client's tokens unless they are sender-constrained (mTLS-bound or DPoP).
     #[serde(default)]
     pub require_sender_constraint: bool,
+    /// Issuers (`iss`) whose tokens this client may present; empty: any issuer in the policy.
+    /// With several issuers, pin partner apps to the partner-facing AS and workloads to the STS.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -154,6 +154,8 @@ pub struct Client {
     pub spiffe_ids: Vec<String>,
     /// Its tokens must be sender-constrained (its own flag, or its kind's in `sender_constraint`).
     pub require_sender_constraint: bool,
+    /// Indexes into `Policy::issuers` of the issuers it may take tokens from; empty: any.
+    pub issuers: Vec<usize>,
 }
 
 impl Client {
@@ -375,7 +377,9 @@ mod tests {
             "sender_constraint.required_for_kinds[0]",
             "unknown variant",
         );
+        expect(|d| d["clients"][0]["issuers"] = json!(["https://nobody"]), "clients[0].issuers[0]", "not an issuer");
         let p = crate::policy::load(POLICY_JSON, "p").unwrap();
+        assert_eq!(p.clients["moneywise-app"].issuers, vec![0], "partner apps: the partner-facing AS only");
         assert_eq!(p.dpop.as_ref().map(|d| d.algs_challenge.as_str()), Some("ES256 EdDSA PS256"));
         assert!(p.clients["statements-batch"].is_pinned() && !p.clients["moneywise-app"].is_pinned());
     }

@@ -49,6 +49,10 @@ fn a_rotated_key_verifies_after_the_unknown_kid_refetch() {
     assert!(took < Duration::from_secs(4), "took {took:?}");
     assert_eq!(ledger(&envoy, &current), "allowed", "the old key still verifies during the overlap");
     assert!(envoy.counter("nhi_guard.jwks.refetch_requested") >= 1);
+    // The STS's keys are trusted for workloads only: a partner app's token from it is refused.
+    let partner = sts_token("moneywise-app", "accounts", &key("sts-es256"), "sts-es256");
+    let r = envoy.send("GET", "/account-access-consents/c1", &[("authorization", &bearer(&partner))]);
+    assert_eq!((r.status, r.reason().as_str()), (401, "client_issuer_not_allowed"), "{}", r.body);
 }
 
 #[test]
