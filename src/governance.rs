@@ -5,7 +5,7 @@
 //! findings are what runs but should not: stale partner access, over-privilege, long-lived
 //! tokens, overdue reviews.
 
-use crate::policy::{Client, ClientStatus, PartnerStatus, Policy, RouteRule};
+use crate::policy::{Client, ClientKind, ClientStatus, PartnerStatus, Policy, RouteRule};
 use crate::timestamp::format_rfc3339;
 use serde::Serialize;
 
@@ -132,7 +132,47 @@ pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
                 "can reach no route: remove it or fix its ceiling".into(),
             ));
         }
+        if c.kind != ClientKind::PartnerApp && !c.is_pinned() && !c.require_sender_constraint {
+            out.push(finding(
+                Severity::Info,
+                "unbound_workload",
+                subject.clone(),
+                "an internal identity on plain bearer tokens: pin it to its SPIFFE ID (spiffe_ids) or require sender-constrained tokens".into(),
+            ));
+        }
+        if policy.issuers.len() > 1 && c.issuers.is_empty() {
+            out.push(finding(
+                Severity::Warning,
+                "issuer_not_pinned",
+                subject.clone(),
+                format!(
+                    "any of the policy's {} issuers may mint tokens for it; list the one it uses in issuers",
+                    policy.issuers.len()
+                ),
+            ));
+        }
         review(&mut out, subject, c.last_reviewed, policy.governance.cadence_days(Some(c.kind)), now);
+    }
+    let partner_bound =
+        policy.clients.values().any(|c| c.kind == ClientKind::PartnerApp && c.require_sender_constraint);
+    let mut bearer_routes: Vec<&str> = policy
+        .routes
+        .iter()
+        .filter(|r| r.client_kinds.contains(&ClientKind::PartnerApp) && !r.require_sender_constraint && !partner_bound)
+        .map(|r| r.id.as_str())
+        .collect();
+    bearer_routes.sort_unstable();
+    if !bearer_routes.is_empty() {
+        out.push(finding(
+            Severity::Info,
+            "bearer_tokens_accepted",
+            "routes".into(),
+            format!(
+                "{} partner routes take plain bearer tokens (FAPI 2.0 wants sender-constrained ones): {}",
+                bearer_routes.len(),
+                bearer_routes.join(", ")
+            ),
+        ));
     }
     for r in policy.routes.iter() {
         for kind in &r.client_kinds {
@@ -191,6 +231,8 @@ pub struct InventoryRow {
     pub last_reviewed: Option<String>,
     pub review_due: Option<String>,
     pub routes: Vec<String>,
+    /// How it authenticates: the issuers it takes tokens from, pinned mTLS credentials, bound tokens.
+    pub authentication: Vec<String>,
 }
 
 /// Every partner and client, partners first, each with what it can reach.
@@ -218,6 +260,7 @@ pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
                 last_reviewed: fmt(p.last_reviewed),
                 review_due: fmt(p.last_reviewed.map(|t| t + policy.governance.cadence_days(None) * 86_400)),
                 routes,
+                authentication: Vec::new(),
             }
         })
         .collect();
@@ -235,8 +278,26 @@ pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
         last_reviewed: fmt(c.last_reviewed),
         review_due: fmt(c.review_due),
         routes: reachable_routes(policy, c).into_iter().map(|r| r.id.clone()).collect(),
+        authentication: authentication(policy, c),
     }));
     rows
+}
+
+/// A client's authentication controls, as the inventory lists them.
+fn authentication(policy: &Policy, c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    match c.issuers.as_slice() {
+        [] => out.push("tokens from any issuer".to_string()),
+        list => out.extend(list.iter().filter_map(|i| policy.issuers.get(*i)).map(|i| format!("tokens from {}", i.id))),
+    }
+    out.extend(c.spiffe_ids.iter().map(|id| format!("pinned to {id}")));
+    if !c.certificate_thumbprints.is_empty() {
+        out.push(format!("pinned to {} certificate(s)", c.certificate_thumbprints.len()));
+    }
+    if c.require_sender_constraint {
+        out.push("sender-constrained tokens only".into());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -270,10 +331,15 @@ mod tests {
             ("review_overdue", "client ledger-sync"),
             ("never_reviewed", "client quickloans-app"),
             ("expired_but_active", "client moneywise-legacy"),
+            ("unbound_workload", "client ledger-sync"),
+            ("issuer_not_pinned", "client ledger-sync"),
+            ("bearer_tokens_accepted", "routes"),
         ] {
             assert!(c.contains(&(expected.0, expected.1.to_string())), "missing {expected:?} in {c:?}");
         }
         assert!(!c.iter().any(|(code, s)| *code == "stale_partner_access" && s == "client moneywise-app"));
+        assert!(!c.iter().any(|(code, s)| *code == "unbound_workload" && s == "client statements-batch"), "pinned");
+        assert!(!c.iter().any(|(code, s)| *code == "issuer_not_pinned" && s == "client moneywise-app"), "pinned");
     }
 
     #[test]
@@ -295,6 +361,15 @@ mod tests {
         ] {
             assert!(c.contains(&(expected.0, expected.1.to_string())), "missing {expected:?} in {c:?}");
         }
+    }
+
+    #[test]
+    fn bearer_routes_are_not_reported_once_partner_apps_need_bound_tokens() {
+        let p = variant(|d| d["sender_constraint"]["required_for_kinds"] = json!(["partner_app"]));
+        assert!(!codes(&p).iter().any(|(code, _)| *code == "bearer_tokens_accepted"));
+        let f = findings(&policy(), NOW);
+        let bearer = f.iter().find(|f| f.code == "bearer_tokens_accepted").unwrap();
+        assert!(bearer.message.starts_with("12 partner routes") && !bearer.message.contains("domestic-vrps-create"));
     }
 
     #[test]

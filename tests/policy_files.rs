@@ -164,12 +164,19 @@ fn cli_check_reports_findings_and_fails_on_load_errors_or_error_findings() {
 fn cli_inventory_in_three_formats() {
     let csv = String::from_utf8(cli(&["inventory", "policies/open-banking.json", "--format", "csv"]).stdout).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes");
+    assert_eq!(
+        lines[0],
+        "id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes,authentication"
+    );
+    let batch = lines.iter().find(|l| l.starts_with("\"statements-batch\"")).unwrap();
+    assert!(batch.ends_with("pinned to spiffe://bank.internal/ns/statements/sa/statements-batch\""), "{batch}");
     assert_eq!(lines.len(), 1 + 13);
     assert!(lines.iter().any(|l| l.starts_with("\"quickloans-app\",\"partner_app\",\"quickloans\"")));
     let rows: Value =
         serde_json::from_slice(&cli(&["inventory", "policies/open-banking.json", "--format", "json"]).stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 13);
+    let app = rows.as_array().unwrap().iter().find(|r| r["id"] == "moneywise-app").unwrap();
+    assert_eq!(app["authentication"], serde_json::json!(["tokens from https://auth.bank.example"]));
     let text = String::from_utf8(cli(&["inventory", "policies/open-banking.json"]).stdout).unwrap();
     assert!(text.starts_with("ID ") && text.contains("ledger-sync"));
 }

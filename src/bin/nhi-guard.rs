@@ -191,7 +191,9 @@ fn inventory(args: &[String]) -> Result<(), String> {
     match f.get("format").unwrap_or("text") {
         "json" => println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?),
         "csv" => {
-            println!("id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes");
+            println!(
+                "id,kind,partner,owner,purpose,status,scopes,expires,last_reviewed,review_due,routes,authentication"
+            );
             for r in &rows {
                 let cells = [
                     r.id.clone(),
@@ -205,6 +207,7 @@ fn inventory(args: &[String]) -> Result<(), String> {
                     opt(&r.last_reviewed),
                     opt(&r.review_due),
                     r.routes.join(" "),
+                    r.authentication.join("; "),
                 ];
                 let quoted: Vec<String> = cells.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
                 println!("{}", quoted.join(","));
@@ -212,13 +215,13 @@ fn inventory(args: &[String]) -> Result<(), String> {
         }
         "text" => {
             println!(
-                "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} SCOPES",
-                "ID", "KIND", "PARTNER", "STATUS", "OWNER", "EXPIRES", "REVIEW DUE", "ROUTES"
+                "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {:<24} AUTHENTICATION",
+                "ID", "KIND", "PARTNER", "STATUS", "OWNER", "EXPIRES", "REVIEW DUE", "ROUTES", "SCOPES"
             );
             for r in &rows {
                 let day = |v: &Option<String>| v.as_deref().map_or("-".to_string(), |t| t.chars().take(10).collect());
                 println!(
-                    "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {}",
+                    "{:<20} {:<16} {:<12} {:<10} {:<34} {:<11} {:<11} {:<6} {:<24} {}",
                     r.id,
                     r.kind,
                     opt(&r.partner),
@@ -227,7 +230,8 @@ fn inventory(args: &[String]) -> Result<(), String> {
                     day(&r.expires),
                     day(&r.review_due),
                     r.routes.len(),
-                    r.scopes.join(" ")
+                    r.scopes.join(" "),
+                    r.authentication.join("; ")
                 );
             }
         }
