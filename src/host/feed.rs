@@ -7,6 +7,7 @@
 //! stays and its fetch time ages until the policy's staleness bound denies: fail closed.
 
 use super::fetch::{Fetch, Reply};
+use super::metrics::{bump, define, record};
 use super::{log, now};
 use crate::policy::{Policy, RevocationFeed};
 use crate::revocation::{encode_status, RevocationSnapshot};
@@ -23,22 +24,6 @@ struct FeedMetrics {
     older: Option<u32>,
     version: Option<u32>,
     age: Option<u32>,
-}
-
-pub(super) fn define(kind: MetricType, name: &str) -> Option<u32> {
-    hostcalls::define_metric(kind, name).ok()
-}
-
-pub(super) fn bump(id: Option<u32>) {
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
-
-pub(super) fn record(id: Option<u32>, value: u64) {
-    if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
-    }
 }
 
 pub struct FeedPoller {

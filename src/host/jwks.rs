@@ -7,8 +7,8 @@
 //! the first document arrives it retries at that pace. A failed or refused fetch publishes nothing,
 //! so the last good keys stay.
 
-use super::feed::{bump, define, record};
 use super::fetch::{Fetch, Reply};
+use super::metrics::{bump, define, record};
 use super::{log, now};
 use crate::jwt::jwks::parse_fetched;
 use crate::policy::{Policy, RemoteJwks};

@@ -24,8 +24,23 @@ pub struct Metrics {
     backend_native: Option<u32>,
 }
 
-fn define(kind: MetricType, name: &str) -> Option<u32> {
+/// Defines a metric; `None` if the host refuses (counting is then skipped, never fatal).
+pub(super) fn define(kind: MetricType, name: &str) -> Option<u32> {
     hostcalls::define_metric(kind, name).ok()
+}
+
+/// Adds one to a counter, if it was defined.
+pub(super) fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+/// Sets a gauge, if it was defined.
+pub(super) fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
 }
 
 fn outcome_counters(prefix: &str) -> OutcomeCounters {
@@ -67,16 +82,10 @@ impl Metrics {
         }
     }
 
-    fn bump(id: Option<u32>) {
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-
     /// Counts one decision: the total, the reason (for denials), the route and the partner.
     pub fn decision(&self, outcome: Outcome, reason: Option<Reason>, route: Option<&str>, partner: Option<&str>) {
         let i = index(outcome);
-        Self::bump(self.totals.get(i).copied().flatten());
+        bump(self.totals.get(i).copied().flatten());
         let by_reason = match outcome {
             Outcome::Allow => None,
             Outcome::Deny => Some(&self.denied_by_reason),
@@ -84,23 +93,21 @@ impl Metrics {
         };
         if let (Some(list), Some(reason)) = (by_reason, reason) {
             if let Some((_, id)) = list.iter().find(|(r, _)| *r == reason) {
-                Self::bump(*id);
+                bump(*id);
             }
         }
         for (map, key) in [(&self.by_route, route), (&self.by_partner, partner)] {
             if let Some(counters) = key.and_then(|k| map.get(k)) {
-                Self::bump(counters.get(i).copied().flatten());
+                bump(counters.get(i).copied().flatten());
             }
         }
     }
 
     pub fn cache_hit(&self) {
-        Self::bump(self.cache_hits);
+        bump(self.cache_hits);
     }
 
     pub fn set_backend_native(&self, native: bool) {
-        if let Some(id) = self.backend_native {
-            let _ = hostcalls::record_metric(id, u64::from(native));
-        }
+        record(self.backend_native, u64::from(native));
     }
 }
