@@ -142,6 +142,18 @@ impl Envoy {
 
     /// Starts Envoy with the feed and the JWKS endpoint answering these (status, body) from the start.
     pub fn start_with(policy_json: &str, feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>)) -> Envoy {
+        Envoy::start_full(policy_json, feed, jwks, 1)
+    }
+
+    /// `start` with `workers` worker threads (`--concurrency`), for what must hold across workers.
+    pub fn start_workers(policy_json: &str, workers: u32) -> Envoy {
+        let envoy = Envoy::start_full(policy_json, (200, feed_document(1, Value::Null)), (200, sts_jwks()), workers);
+        let fed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.feed.fetch_ok") > 0);
+        assert!(fed.is_some(), "the revocation feed never loaded:\n{}", envoy.log());
+        envoy
+    }
+
+    fn start_full(policy_json: &str, feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>), workers: u32) -> Envoy {
         use nhi_guard::echo::{Document, DocumentSource};
         let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
         let upstream_port = upstream.local_addr().unwrap().port();
@@ -172,7 +184,7 @@ impl Envoy {
             let mut cmd = Command::new(envoy_binary());
             cmd.arg("-c")
                 .arg(dir.join("envoy.yaml"))
-                .args(["--concurrency", "1", "--base-id", &port.to_string(), "-l", "info"])
+                .args(["--concurrency", &workers.to_string(), "--base-id", &port.to_string(), "-l", "info"])
                 .args(["--file-flush-interval-msec", "100"])
                 .arg("--log-path")
                 .arg(dir.join("envoy.log"))
@@ -297,6 +309,18 @@ impl Envoy {
         }
         parse_response(&out.stdout)
             .ok_or_else(|| format!("unparsable answer: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// A stat by its full name (no `wasmcustom.` prefix), 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        let r = http(
+            self.admin,
+            &format!("GET /stats?filter=^{name}$ HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"),
+        );
+        r.and_then(|r| {
+            r.body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
     }
 
     /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent.

@@ -216,3 +216,24 @@ fn dpop_proofs_are_checked_end_to_end() {
     assert_eq!(outcome(&r), "200 dpop");
     assert!(envoy.counter("nhi_guard.denied.dpop_replayed") >= 1);
 }
+
+#[test]
+fn a_dpop_proof_is_accepted_once_across_workers() {
+    // Two workers: connections spread over both, and the replay cache must be shared between them.
+    let envoy = Envoy::start_workers(&example_policy(), 2);
+    let key = SigningKey::es256_from_bytes(&[43u8; 32]).unwrap();
+    let t = token(&bind_to_dpop_key(claims("moneywise-app", "payments"), &key));
+    let scheme = format!("DPoP {t}");
+    let proof = dpop_proof(&key, "POST", VRP_URL, &t, now(), "e2e-workers-1");
+    let mut outcomes = Vec::new();
+    for _ in 0..24 {
+        outcomes.push(outcome(&envoy.send("POST", VRP, &[("authorization", &scheme), ("dpop", &proof)])));
+    }
+    let listener = format!("listener.127.0.0.1_{}", envoy.port);
+    let per_worker: Vec<u64> =
+        (0..2).map(|w| envoy.stat(&format!("{listener}.worker_{w}.downstream_cx_total"))).collect();
+    println!("one DPoP proof on 24 connections over workers {per_worker:?}: {outcomes:?}");
+    assert!(per_worker.iter().all(|n| *n > 0), "both workers must have served: {per_worker:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "200 dpop").count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "401 dpop_replayed").count(), 23, "{outcomes:?}");
+}
