@@ -185,6 +185,11 @@ class Envoy:
                     return int(line.split()[1]) / 1024
         return 0.0
 
+    def denials(self):
+        """Non-zero nhi-guard denial counters by reason, to say why a run failed."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats?filter=nhi_guard.denied", timeout=5).read().decode()
+        return [line for line in text.splitlines() if not line.endswith(": 0")]
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -225,6 +230,44 @@ def mint_consents(count):
                           check=True, capture_output=True, text=True).stdout.split()
 
 
+DPOP_PATH = "/domestic-payment-consents"
+DPOP_URL = "https://api.bank.example" + DPOP_PATH
+
+
+def dpop_scenario(fronts):
+    """A client-credentials payments token bound to a DPoP key, each request with a new proof (RFC 9449), against
+    the same token as a bearer token on the same route. jwt_authn has no DPoP, so the comparison is with bearer."""
+    key = os.path.join(WORK, "dpop.pem")
+    with open(key, "w") as f:
+        subprocess.run([CLI, "keygen", "ES256"], stdout=f, check=True)
+    bearer = subprocess.run([CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys/as-es256.pem"), "--kid", "as-es256",
+                             "--iss", ISS, "--aud", AUD, "--client", "moneywise-app", "--scope", "payments", "--ttl", "300"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    bound = subprocess.run([CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys/as-es256.pem"), "--kid", "as-es256",
+                            "--iss", ISS, "--aud", AUD, "--client", "moneywise-app", "--scope", "payments", "--ttl", "300",
+                            "--bind-dpop-key", key], check=True, capture_output=True, text=True).stdout.split()
+
+    def proofs():
+        # Fresh before every run (iat window 60 s); more than the fastest config can send in the run.
+        count = 12000 * DURATION
+        return subprocess.run([CLI, "dpop", "--key", key, "--method", "POST", "--url", DPOP_URL, "--token", bound[0],
+                               "--count", str(count)], check=True, capture_output=True, text=True).stdout.split()
+
+    runs = {"passthrough": [], "nhi-guard bearer": [], "nhi-guard DPoP": []}
+    for _ in range(ROUNDS):
+        same = proofs()
+        runs["passthrough"].append(measure(fronts["passthrough"], bound, proofs=same, method="POST", path=DPOP_PATH))
+        r = measure(fronts["nhi-guard"], bearer, method="POST", path=DPOP_PATH)
+        if r["non2xx"]:
+            raise SystemExit(f"bench: nhi-guard denied {r['non2xx']} bearer requests in the dpop scenario; see {WORK}")
+        runs["nhi-guard bearer"].append(r)
+        r = measure(fronts["nhi-guard"], bound, proofs=proofs(), method="POST", path=DPOP_PATH)
+        if r["non2xx"]:
+            raise SystemExit(f"bench: nhi-guard denied {r['non2xx']} of {r['total']} DPoP requests: {fronts['nhi-guard'].denials()}")
+        runs["nhi-guard DPoP"].append(r)
+    return {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for n, rs in runs.items()}
+
+
 def garbage(count):
     return [f"eyJhbGciOiJFUzI1NiJ9.not-base64-{i}!.x" for i in range(count)]
 
@@ -243,17 +286,24 @@ local tokens = {}
 for line in io.lines("%s") do tokens[#tokens + 1] = line end
 local consent = nil
 %s
-local i = 0
+local proofs = nil
+%s
+-- wrk runs one Lua state per thread: each thread takes every second proof, so none is sent twice.
+local threads = 0
+setup = function(thread) thread:set("id", threads) threads = threads + 1 end
+local n = 0
 request = function()
-  i = i %% #tokens + 1
-  local headers = { ["Authorization"] = "Bearer " .. tokens[i] }
+  n = n + 1
+  local i = (n - 1) %% #tokens + 1
+  local headers = { ["Authorization"] = "%s " .. tokens[i] }
   if consent then headers["x-consent"] = consent[i] end
-  return wrk.format("GET", "%s", headers)
+  if proofs then headers["DPoP"] = proofs[(n - 1) * 2 + id + 1] end
+  return wrk.format("%s", "%s", headers)
 end
 """
 
 
-def wrk(port, tokens, consent=None):
+def wrk(port, tokens, consent=None, proofs=None, method="GET", path=PATH):
     tok_file = os.path.join(WORK, f"tokens-{len(tokens)}-{hash(tokens[0]) & 0xffff}.txt")
     with open(tok_file, "w") as f:
         f.write("\n".join(tokens) + "\n")
@@ -263,10 +313,16 @@ def wrk(port, tokens, consent=None):
         with open(c_file, "w") as f:
             f.write("\n".join(consent) + "\n")
         consent_lua = f'consent = {{}}\nfor line in io.lines("{c_file}") do consent[#consent + 1] = line end'
+    proofs_lua = ""
+    if proofs:
+        p_file = tok_file + ".proofs"
+        with open(p_file, "w") as f:
+            f.write("\n".join(proofs) + "\n")
+        proofs_lua = f'proofs = {{}}\nfor line in io.lines("{p_file}") do proofs[#proofs + 1] = line end'
     script = os.path.join(WORK, "rotate.lua")
     with open(script, "w") as f:
-        f.write(LUA % (tok_file, consent_lua, PATH))
-    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{PATH}"],
+        f.write(LUA % (tok_file, consent_lua, proofs_lua, "DPoP" if proofs else "Bearer", method, path))
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=DURATION + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -279,9 +335,9 @@ def wrk(port, tokens, consent=None):
     return {"rps": rps, "total": total, "p50": lat(50), "p99": lat(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def measure(front, tokens, consent=None):
+def measure(front, tokens, consent=None, **request):
     c0 = front.cpu_seconds()
-    r = wrk(front.port, tokens, consent)
+    r = wrk(front.port, tokens, consent, **request)
     r["cpu_us"] = (front.cpu_seconds() - c0) * 1e6 / max(r["total"], 1)
     return r
 
@@ -352,6 +408,8 @@ def main():
                         raise SystemExit(f"bench: {n} let bad tokens through in '{title}'")
                     runs[n].append(r)
             results.append((title, {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for n, rs in runs.items()}))
+        if not ONLY or "dpop" in ONLY:
+            results.append(("dpop: one token, a new proof per request", dpop_scenario(fronts)))
         memory = None
         if not SMOKE and not ONLY:
             ng = fronts["nhi-guard"]

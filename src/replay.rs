@@ -9,8 +9,10 @@
 use crate::dpop::ProofId;
 use std::collections::HashMap;
 
-/// Entries per bucket.
-pub const BUCKET_ENTRIES: usize = 16;
+/// Entries per bucket. Buckets fill unevenly (balls into bins): with 64 entries the fullest of 4096
+/// buckets reaches 64 at about 45 entries per bucket on average, i.e. ~180 000 live proofs. Measured:
+/// 16 entries gave up at about 30 000 live proofs (0.3% of requests refused in the load benchmark).
+pub const BUCKET_ENTRIES: usize = 64;
 const ENTRY_BYTES: usize = 24;
 
 /// Why a proof could not be recorded.

@@ -28,8 +28,8 @@ USAGE:
       Mint a signed RFC 9068 access token (demo, tests and load tests only); --count N prints N
       tokens, one per line, that differ in jti. --bind-cert binds it to a client certificate
       (cnf.x5t#S256), --bind-dpop-key to a DPoP key (cnf.jkt).
-  nhi-guard dpop --key PEM --method METHOD --url URL --token TOKEN
-      Print a DPoP proof (RFC 9449) for one request, with a fresh jti.
+  nhi-guard dpop --key PEM --method METHOD --url URL --token TOKEN [--count N]
+      Print a DPoP proof (RFC 9449) for one request, with a fresh jti (N proofs, one per line).
   nhi-guard thumbprint CERT.pem
       Print a certificate's x5t#S256 (for clients[].certificate_thumbprints).
   nhi-guard consent --key PEM --kid KID --iss ISS --client CLIENT_ID --sub CUSTOMER --consent-id ID
@@ -278,15 +278,20 @@ fn token(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `dpop --key PEM --method M --url URL --token T`: one DPoP proof, with a fresh jti.
+/// `dpop --key PEM --method M --url URL --token T [--count N]`: DPoP proofs, each with a fresh jti.
 fn dpop(args: &[String]) -> Result<(), String> {
+    use std::io::Write;
     let f = Flags::parse(args)?;
     let key = SigningKey::from_pkcs8_pem(&read(f.need("key")?)?, rsa_alg(f.get("alg"))?)?;
     let now = unix_now()?;
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.subsec_nanos();
-    let jti = format!("{now}-{}-{nanos}", std::process::id());
-    println!("{}", dpop_proof(&key, f.need("method")?, f.need("url")?, f.need("token")?, now, &jti));
+    let (method, url, token) = (f.need("method")?, f.need("url")?, f.need("token")?);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..f.int("count", 1)? {
+        let jti = format!("{now}-{}-{nanos}-{i}", std::process::id());
+        writeln!(out, "{}", dpop_proof(&key, method, url, token, now, &jti)).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

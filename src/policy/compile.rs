@@ -440,7 +440,7 @@ impl Compiler {
         if !(16..=65_536).contains(&d.replay_cache_buckets) {
             self.err(
                 format!("{at}.replay_cache_buckets"),
-                format!("is {}; choose 16 to 65536 (each holds 16 proofs)", d.replay_cache_buckets),
+                format!("is {}; choose 16 to 65536 (each holds 64 proofs)", d.replay_cache_buckets),
             );
         }
         if !(512..=16_384).contains(&d.max_proof_bytes) {
