@@ -175,8 +175,4 @@ impl KeyStore {
             }
         }
     }
-
-    pub fn has_remote(&self) -> bool {
-        self.remote.iter().any(Option::is_some)
-    }
 }
