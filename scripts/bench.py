@@ -213,9 +213,12 @@ def wait_for_feed(envoy):
     raise SystemExit("bench: the revocation feed never loaded")
 
 
-def mint(key, kid, count, client="moneywise-app", scope="accounts payments", extra=TOKEN_CONSENT):
+def mint(key, kid, count, client="moneywise-app", scope="accounts payments", extra=TOKEN_CONSENT, sub="customer-8841", ttl=600):
+    """`count` tokens; `sub=None` mints client-credentials tokens (the subject is the client)."""
     cmd = [CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys", key), "--kid", kid, "--iss", ISS, "--aud", AUD,
-           "--client", client, "--sub", "customer-8841", "--scope", scope, "--ttl", "600", "--count", str(count), *extra]
+           "--client", client, "--scope", scope, "--ttl", str(ttl), "--count", str(count), *extra]
+    if sub:
+        cmd += ["--sub", sub]
     if key.startswith("as-ps256"):
         cmd += ["--alg", "PS256"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
@@ -240,12 +243,9 @@ def dpop_scenario(fronts):
     key = os.path.join(WORK, "dpop.pem")
     with open(key, "w") as f:
         subprocess.run([CLI, "keygen", "ES256"], stdout=f, check=True)
-    bearer = subprocess.run([CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys/as-es256.pem"), "--kid", "as-es256",
-                             "--iss", ISS, "--aud", AUD, "--client", "moneywise-app", "--scope", "payments", "--ttl", "300"],
-                            check=True, capture_output=True, text=True).stdout.split()
-    bound = subprocess.run([CLI, "token", "--key", os.path.join(ROOT, "policies/demo-keys/as-es256.pem"), "--kid", "as-es256",
-                            "--iss", ISS, "--aud", AUD, "--client", "moneywise-app", "--scope", "payments", "--ttl", "300",
-                            "--bind-dpop-key", key], check=True, capture_output=True, text=True).stdout.split()
+    # The route takes client-credentials tokens of at most 300 s.
+    bearer = mint("as-es256.pem", "as-es256", 1, scope="payments", extra=(), sub=None, ttl=300)
+    bound = mint("as-es256.pem", "as-es256", 1, scope="payments", extra=("--bind-dpop-key", key), sub=None, ttl=300)
 
     def proofs():
         # Fresh before every run (iat window 60 s); more than the fastest config can send in the run.
@@ -307,18 +307,15 @@ def wrk(port, tokens, consent=None, proofs=None, method="GET", path=PATH):
     tok_file = os.path.join(WORK, f"tokens-{len(tokens)}-{hash(tokens[0]) & 0xffff}.txt")
     with open(tok_file, "w") as f:
         f.write("\n".join(tokens) + "\n")
-    consent_lua = ""
-    if consent:
-        c_file = tok_file + ".consent"
-        with open(c_file, "w") as f:
-            f.write("\n".join(consent) + "\n")
-        consent_lua = f'consent = {{}}\nfor line in io.lines("{c_file}") do consent[#consent + 1] = line end'
-    proofs_lua = ""
-    if proofs:
-        p_file = tok_file + ".proofs"
-        with open(p_file, "w") as f:
-            f.write("\n".join(proofs) + "\n")
-        proofs_lua = f'proofs = {{}}\nfor line in io.lines("{p_file}") do proofs[#proofs + 1] = line end'
+    def lua_list(name, items):
+        """Lua that fills the table `name` from a file of `items`, one per line ("" without items)."""
+        if not items:
+            return ""
+        path = f"{tok_file}.{name}"
+        with open(path, "w") as f:
+            f.write("\n".join(items) + "\n")
+        return f'{name} = {{}}\nfor line in io.lines("{path}") do {name}[#{name} + 1] = line end'
+    consent_lua, proofs_lua = lua_list("consent", consent), lua_list("proofs", proofs)
     script = os.path.join(WORK, "rotate.lua")
     with open(script, "w") as f:
         f.write(LUA % (tok_file, consent_lua, proofs_lua, "DPoP" if proofs else "Bearer", method, path))

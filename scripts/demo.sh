@@ -127,6 +127,16 @@ for s in "${scenarios[@]}"; do
     if [ "$got_status" = "$status" ] && [ "$got" = "$reason" ]; then echo "   ok: $got_status $got"; else echo "   FAILED: got $got_status $got"; failures=$((failures+1)); fi
   fi
 done
+# await OUTCOME CURL_ARGS...: repeats the request for up to 6 s until its reason (or "allowed") is OUTCOME; sets $got.
+await() {
+  local want=$1; shift
+  for _ in $(seq 1 60); do
+    got=$(curl -s "$@" | jq -r '.reason // "allowed"')
+    [ "$got" = "$want" ] && return 0
+    sleep 0.1
+  done
+  return 0  # the caller compares $got (set -e must not stop the demo here)
+}
 echo
 echo "# Live revocation: offboard the partner Moneywise in the feed (no redeploy), then repeat the first line:"
 REVOKE="echo '{\"version\": 2, \"produced_at\": \"'\$(date -u +%Y-%m-%dT%H:%M:%SZ)'\", \"partners\": [{\"id\": \"moneywise\", \"status\": \"offboarded\"}]}' > $FEED"
@@ -134,12 +144,7 @@ echo "$REVOKE"
 echo "# -> within about a second: 403 partner_offboarded. Restore with version 3 and an empty list."
 if [ $CHECK = 1 ]; then
   eval "$REVOKE"
-  got=""
-  for _ in $(seq 1 50); do
-    got=$(curl -s -H "Authorization: Bearer $GOOD" -H "x-consent: $BALANCES" $URL/accounts/22289/balances | jq -r '.reason // "allowed"')
-    [ "$got" = partner_offboarded ] && break
-    sleep 0.1
-  done
+  await partner_offboarded -H "Authorization: Bearer $GOOD" -H "x-consent: $BALANCES" $URL/accounts/22289/balances
   if [ "$got" = partner_offboarded ]; then echo "   ok: live revocation took effect"; else echo "   FAILED: live revocation: got $got"; failures=$((failures+1)); fi
 fi
 echo
@@ -154,11 +159,7 @@ if [ $CHECK = 1 ]; then
   got=$(curl -s -H "Authorization: Bearer $ROTATED" $URL/internal/ledger/accounts/7 | jq -r '.reason // "allowed"')
   if [ "$got" = kid_unknown ]; then echo "   ok: unknown kid refused"; else echo "   FAILED: before rotation: got $got"; failures=$((failures+1)); fi
   eval "$PUBLISH"
-  for _ in $(seq 1 60); do
-    got=$(curl -s -H "Authorization: Bearer $ROTATED" $URL/internal/ledger/accounts/7 | jq -r '.reason // "allowed"')
-    [ "$got" = allowed ] && break
-    sleep 0.1
-  done
+  await allowed -H "Authorization: Bearer $ROTATED" $URL/internal/ledger/accounts/7
   if [ "$got" = allowed ]; then echo "   ok: rotated key verifies"; else echo "   FAILED: rotation: got $got"; failures=$((failures+1)); fi
 fi
 echo

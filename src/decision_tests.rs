@@ -948,6 +948,14 @@ fn sender_constrained_tokens_and_workload_identity() {
     let good_proof = |jti: &str| proof(&dpop_key(), "POST", VRP_URL, &dpop_t, NOW - 2, jti);
     let batch = token(&claims("statements-batch", "statements:generate"));
     let post = |auth: Vec<String>, dpop: Vec<String>, peer| Sent { method: "POST", path: VRP, auth, dpop, peer };
+    // The batch job's route, over an mTLS connection with this certificate and URI SAN.
+    let statement_run = |auth: Vec<String>, cert, san| Sent {
+        method: "POST",
+        path: "/internal/statements/runs",
+        auth,
+        dpop: vec![],
+        peer: Some((cert, Some(san))),
+    };
     let dp = |t: &str| vec![format!("DPoP {t}")];
     let other = SigningKey::es256_from_bytes(&[32u8; 32]).unwrap();
     let forged_proof = {
@@ -1067,57 +1075,27 @@ fn sender_constrained_tokens_and_workload_identity() {
         ),
         (
             "pinned workload's token, its SPIFFE ID",
-            Sent {
-                method: "POST",
-                path: "/internal/statements/runs",
-                auth: vec![bearer(&batch)],
-                dpop: vec![],
-                peer: Some((CERT_A, Some(BATCH_SPIFFE))),
-            },
+            statement_run(vec![bearer(&batch)], CERT_A, BATCH_SPIFFE),
             Ok(("statement-runs-create", "bearer")),
         ),
         (
             "pinned workload's token over another workload's certificate",
-            Sent {
-                method: "POST",
-                path: "/internal/statements/runs",
-                auth: vec![bearer(&batch)],
-                dpop: vec![],
-                peer: Some((CERT_B, Some("spiffe://bank.internal/ns/other/sa/x"))),
-            },
+            statement_run(vec![bearer(&batch)], CERT_B, "spiffe://bank.internal/ns/other/sa/x"),
             Err(Reason::ClientCredentialMismatch),
         ),
         (
             "workload identity alone",
-            Sent {
-                method: "POST",
-                path: "/internal/statements/runs",
-                auth: vec![],
-                dpop: vec![],
-                peer: Some((CERT_A, Some(BATCH_SPIFFE))),
-            },
+            statement_run(vec![], CERT_A, BATCH_SPIFFE),
             Ok(("statement-runs-create", "workload")),
         ),
         (
             "unknown workload",
-            Sent {
-                method: "POST",
-                path: "/internal/statements/runs",
-                auth: vec![],
-                dpop: vec![],
-                peer: Some((CERT_A, Some("spiffe://bank.internal/ns/x/sa/unknown"))),
-            },
+            statement_run(vec![], CERT_A, "spiffe://bank.internal/ns/x/sa/unknown"),
             Err(Reason::WorkloadUnknown),
         ),
         (
             "SPIFFE ID is not a prefix match",
-            Sent {
-                method: "POST",
-                path: "/internal/statements/runs",
-                auth: vec![],
-                dpop: vec![],
-                peer: Some((CERT_A, Some("spiffe://bank.internal/ns/statements/sa/statements-batch/x"))),
-            },
+            statement_run(vec![], CERT_A, "spiffe://bank.internal/ns/statements/sa/statements-batch/x"),
             Err(Reason::WorkloadUnknown),
         ),
         (
@@ -1147,13 +1125,7 @@ fn sender_constrained_tokens_and_workload_identity() {
     let app = clients.iter_mut().find(|c| c["id"] == "moneywise-app").unwrap();
     app["certificate_thumbprints"] = json!([base64url::encode(&CERT_A)]);
     let mut e = engine_for(&doc.to_string());
-    let workload = Sent {
-        method: "POST",
-        path: "/internal/statements/runs",
-        auth: vec![],
-        dpop: vec![],
-        peer: Some((CERT_A, Some(BATCH_SPIFFE))),
-    };
+    let workload = statement_run(vec![], CERT_A, BATCH_SPIFFE);
     assert_eq!(send(&mut e, &workload), Err(Reason::ClientExpired), "expired workload identity");
     assert_eq!(send(&mut e, &post(vec![bearer(&mtls_t)], vec![], Some((CERT_A, None)))).map(|r| r.1), Ok("mtls-bound"));
     let balances = |peer| Sent {

@@ -45,16 +45,12 @@ impl Document {
                 Err(_) => (503, Vec::new()),
             },
         };
-        let etag = format!("\"{:016x}\"", fnv1a(&body));
+        let etag = format!("\"{:016x}\"", crate::jwt::jwks::fingerprint(&body));
         if status == 200 && if_none_match == Some(etag.as_str()) {
             return (304, Vec::new(), etag);
         }
         (status, body, etag)
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// One request as the upstream saw it.

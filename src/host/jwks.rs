@@ -10,7 +10,7 @@
 use super::fetch::{Fetch, Reply};
 use super::metrics::{bump, define, record};
 use super::{log, now};
-use crate::jwt::jwks::parse_fetched;
+use crate::jwt::jwks::{fingerprint, parse_fetched};
 use crate::policy::{Policy, RemoteJwks};
 use crate::revocation::encode_status;
 use proxy_wasm::hostcalls;
@@ -136,7 +136,7 @@ impl JwksPoller {
                 let Some(issuer) = self.policy.issuers.get(self.issuer) else { return true };
                 match parse_fetched(&body, &self.policy, issuer) {
                     Ok(keys) => {
-                        let generation = fnv1a(&body);
+                        let generation = fingerprint(&body);
                         if self.generation != Some(generation) {
                             if hostcalls::set_shared_data(&document_key(&self.iss), Some(&body), None).is_err() {
                                 bump(self.metrics.failed);
@@ -185,9 +185,4 @@ impl JwksPoller {
             bump(self.metrics.ok);
         }
     }
-}
-
-/// Change detector for published documents (not a security check: the document is validated).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }

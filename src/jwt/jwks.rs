@@ -75,6 +75,12 @@ pub fn parse_fetched(body: &[u8], policy: &Policy, issuer: &Issuer) -> Result<Fe
     Ok(FetchedKeys { keys, skipped })
 }
 
+/// A 64-bit FNV-1a fingerprint of a document: the JWKS generation the poller publishes (and the
+/// echo server's ETag). A change detector, not a security check: documents are validated.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// This worker's keys for the issuers that fetch theirs, indexed like `Policy::issuers`.
 pub struct KeyStore {
     remote: Vec<Option<RemoteKeys>>,

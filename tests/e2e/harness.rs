@@ -325,16 +325,7 @@ impl Envoy {
 
     /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent.
     pub fn counter(&self, name: &str) -> u64 {
-        let r = http(
-            self.admin,
-            &format!("GET /stats?filter=^wasmcustom\\.{name}$ HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"),
-        )
-        .unwrap();
-        r.body
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        self.stat(&format!("wasmcustom.{name}"))
     }
 }
 
