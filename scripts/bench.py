@@ -125,13 +125,8 @@ def policy_text():
 
 
 def with_feed(cfg, feed_port):
-    """Adds the poller (singleton service) and the clusters of the feed and remote JWKS, as envoy-config renders them."""
+    """Adds the clusters of the feed and remote JWKS, as envoy-config renders them (the filter polls them itself)."""
     policy = json.loads(policy_text())
-    cfg["bootstrap_extensions"] = [{"name": "envoy.bootstrap.wasm", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True,
-        "config": {"name": "nhi_guard_feed", "root_id": "nhi_guard_feed",
-                   "vm_config": {"vm_id": "nhi_guard", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
-                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text()}}}}]
     names = [policy["revocation"]["cluster"]] + [i["remote_jwks"]["cluster"] for i in policy["issuers"] if "remote_jwks" in i]
     for name in dict.fromkeys(names):
         cfg["static_resources"]["clusters"].append({

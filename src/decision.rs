@@ -147,9 +147,10 @@ impl Engine {
         self.authenticator.take_jwks(&self.policy, issuer, generation, &body)
     }
 
-    /// Calls `ask` for each remote issuer whose JWKS this worker wants refetched now (a token named
-    /// a key it lacks), rate-limited per issuer by `unknown_kid_refetch_min_interval_ms`.
-    pub fn jwks_refetch_requests(&mut self, now_ms: i64, ask: impl FnMut(&crate::policy::Issuer)) {
+    /// Calls `ask` (with the issuer's index in the policy) for each remote issuer whose JWKS this
+    /// worker wants refetched now (a token named a key it lacks), rate-limited per issuer by
+    /// `unknown_kid_refetch_min_interval_ms`.
+    pub fn jwks_refetch_requests(&mut self, now_ms: i64, ask: impl FnMut(usize, &crate::policy::Issuer)) {
         self.authenticator.keys_mut().refetch_requests(&self.policy, now_ms, ask)
     }
 

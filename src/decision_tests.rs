@@ -875,7 +875,7 @@ fn remote_jwks_rotation_removal_and_refetch() {
 /// The issuers the engine asks the poller to refetch at `now_ms`.
 fn asks(e: &mut Engine, now_ms: i64) -> Vec<String> {
     let mut out = Vec::new();
-    e.jwks_refetch_requests(now_ms, |i| out.push(i.id.clone()));
+    e.jwks_refetch_requests(now_ms, |_, i| out.push(i.id.clone()));
     out
 }
 

@@ -19,6 +19,7 @@ pub mod reason;
 pub mod replay;
 pub mod revocation;
 pub mod route;
+pub mod shared_state;
 pub mod timestamp;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -163,22 +163,6 @@ impl RevocationState {
     }
 }
 
-/// The small record the poller publishes on every successful fetch: the current document's version
-/// and the fetch time. Workers read it per request (16 bytes) and fetch the document only when the
-/// version changed.
-pub fn encode_status(version: u64, fetched_at: i64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&version.to_le_bytes());
-    out[8..].copy_from_slice(&fetched_at.to_le_bytes());
-    out
-}
-
-pub fn decode_status(bytes: &[u8]) -> Option<(u64, i64)> {
-    let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let fetched_at = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    Some((version, fetched_at))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,11 +207,5 @@ mod tests {
         assert!(st.fresh(100, 10).is_ok());
         assert!(st.fresh(105, 10).is_ok());
         assert_eq!(st.fresh(106, 10).err(), Some(Reason::RevocationStale));
-    }
-
-    #[test]
-    fn status_round_trips() {
-        assert_eq!(decode_status(&encode_status(42, 1_795_478_400)), Some((42, 1_795_478_400)));
-        assert_eq!(decode_status(&[1, 2, 3]), None);
     }
 }

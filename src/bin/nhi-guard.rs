@@ -1,7 +1,7 @@
 //! `nhi-guard`: the native companion of the filter. Checks policies with the filter's own loader,
 //! mints demo tokens, prints JWKS, renders Envoy configs and runs the demo's echo upstream.
 
-use nhi_guard::envoy_config::{render, EnvoyLayout};
+use nhi_guard::envoy_config::{render, render_ecds_resource, EnvoyLayout};
 use nhi_guard::jwt::keys::Alg;
 use nhi_guard::mint::{
     access_token_claims, access_token_header, bind_to_certificate, bind_to_dpop_key, certificate_sha256,
@@ -42,8 +42,12 @@ USAGE:
   nhi-guard keygen ES256|EdDSA|PS256
       Print a new PKCS#8 PEM private key.
   nhi-guard envoy-config --policy FILE --wasm PATH [--listen PORT] [--admin PORT] [--upstream PORT]
-                         [--feed PORT] [--audit-dir DIR] [--mtls PORT --pki DIR]
-      Print an Envoy bootstrap running the filter with this policy.
+                         [--feed PORT] [--audit-dir DIR] [--mtls PORT --pki DIR] [--vm-id ID]
+                         [--ecds-dir DIR]
+      Print an Envoy bootstrap running the filter with this policy. Sources with an `upstream` in
+      the policy get a cluster to that host (TLS with SNI and a CA bundle); the others point at
+      127.0.0.1:--feed. --ecds-dir delivers the filter by ECDS from DIR/nhi_guard.yaml (written
+      too), as Istio and Envoy Gateway do; replace that file atomically to update the policy.
   nhi-guard upstream [--port PORT] [--feed-file FILE [--feed-path PATH]]
                      [--jwks-file FILE [--jwks-path PATH]]
       Run the echo upstream on 127.0.0.1 (answers with the request it received, as JSON); with
@@ -116,6 +120,13 @@ impl Flags {
     }
 }
 
+/// Tools read policies whose audit key lives in the filter's environment
+/// (`settings.audit_subject_key_env`): the variable's value when this process has it, else a
+/// stand-in. The filter itself refuses to start without it.
+fn env_or_stand_in(name: &str) -> Option<String> {
+    Some(std::env::var(name).unwrap_or_else(|_| format!("(${name} at run time)")))
+}
+
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
@@ -133,7 +144,7 @@ fn check(args: &[String]) -> Result<(), String> {
     let mut failed = false;
     let mut report = Vec::new();
     for file in &files {
-        match nhi_guard::load_policy(&read(file)?, file) {
+        match nhi_guard::policy::load_with_env(&read(file)?, file, &env_or_stand_in) {
             Ok(p) => {
                 let findings = nhi_guard::governance::findings(&p, now);
                 failed |= findings.iter().any(|x| x.severity == nhi_guard::governance::Severity::Error);
@@ -185,7 +196,7 @@ fn positional(args: &[String]) -> Result<(Vec<String>, Flags), String> {
 fn inventory(args: &[String]) -> Result<(), String> {
     let (files, f) = positional(args)?;
     let file = files.first().ok_or("inventory needs a policy file")?;
-    let policy = nhi_guard::load_policy(&read(file)?, file).map_err(|e| e.to_string())?;
+    let policy = nhi_guard::policy::load_with_env(&read(file)?, file, &env_or_stand_in).map_err(|e| e.to_string())?;
     let rows = nhi_guard::governance::inventory(&policy);
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match f.get("format").unwrap_or("text") {
@@ -374,28 +385,41 @@ fn envoy_config(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args)?;
     let policy_path = f.need("policy")?;
     let policy_json = read(policy_path)?;
-    nhi_guard::load_policy(&policy_json, policy_path).map_err(|e| e.to_string())?;
+    nhi_guard::policy::load_with_env(&policy_json, policy_path, &env_or_stand_in).map_err(|e| e.to_string())?;
     let port = |name: &str, default: i64| -> Result<u16, String> {
         u16::try_from(f.int(name, default)?).map_err(|_| format!("--{name} is not a port"))
     };
-    let layout = EnvoyLayout {
-        listen_port: port("listen", 10000)?,
-        admin_port: port("admin", 9901)?,
-        upstream_port: port("upstream", 8081)?,
-        feed_port: port("feed", 8081)?,
-        audit_dir: f.get("audit-dir").unwrap_or("target/demo").to_string(),
-        mtls: match f.get("mtls") {
-            Some(_) => Some(nhi_guard::envoy_config::MtlsListener {
-                port: port("mtls", 10443)?,
-                pki_dir: f.get("pki").unwrap_or("target/demo/pki").to_string(),
-            }),
-            None => None,
-        },
-        wasm_path: f.need("wasm")?.to_string(),
-        policy_json,
-    };
+    let mut layout = EnvoyLayout::new(&policy_json, f.need("wasm")?);
+    layout.listen_port = port("listen", 10000)?;
+    layout.admin_port = port("admin", 9901)?;
+    layout.upstream_port = port("upstream", 8081)?;
+    layout.feed_port = port("feed", 8081)?;
+    layout.audit_dir = f.get("audit-dir").unwrap_or("target/demo").to_string();
+    if let Some(vm_id) = f.get("vm-id") {
+        layout.plugin.vm_id = vm_id.to_string();
+    }
+    layout.plugin.env_keys = policy_env_keys(&policy_json);
+    if f.get("mtls").is_some() {
+        layout.mtls = Some(nhi_guard::envoy_config::MtlsListener {
+            port: port("mtls", 10443)?,
+            pki_dir: f.get("pki").unwrap_or("target/demo/pki").to_string(),
+        });
+    }
+    if let Some(dir) = f.get("ecds-dir") {
+        layout.ecds_dir = Some(dir.to_string());
+        let file = format!("{dir}/{}.yaml", layout.plugin.filter_name);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+        std::fs::write(&file, render_ecds_resource(&layout)).map_err(|e| format!("{file}: {e}"))?;
+        eprintln!("nhi-guard: wrote the filter's ECDS resource to {file}");
+    }
     print!("{}", render(&layout));
     Ok(())
+}
+
+/// The environment variables a policy reads (`settings.audit_subject_key_env`), for the VM config.
+fn policy_env_keys(policy_json: &str) -> Vec<String> {
+    let doc: Value = serde_json::from_str(policy_json).unwrap_or(Value::Null);
+    doc["settings"]["audit_subject_key_env"].as_str().map(|k| vec![k.to_string()]).unwrap_or_default()
 }
 
 fn upstream(args: &[String]) -> Result<(), String> {

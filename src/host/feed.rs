@@ -1,21 +1,21 @@
-//! The revocation feed poller: one per Envoy (a singleton `envoy.bootstrap.wasm` service with the
-//! filter's `vm_id`), publishing into shared data for every worker.
+//! The revocation feed, polled from the filter's own plugin by whichever worker holds the feed's
+//! lease (one fetch stream per Envoy), and published into shared data for every worker.
 //!
-//! Shared data holds two keys: the document itself (read by a worker only when the version
-//! changes) and a 16-byte status, version plus the time of the last successful fetch, that workers
-//! read per request. A failed or malformed fetch publishes nothing, so the last good document
-//! stays and its fetch time ages until the policy's staleness bound denies: fail closed.
+//! Shared data holds, under names derived from the feed's source (`crate::shared_state`), the
+//! document itself (read by a worker only when the version changes) and a 16-byte status, version
+//! plus the time of the last successful fetch, that workers read at most every 100 ms. A failed or
+//! refused fetch publishes nothing, so the last good document stays and its fetch time ages until
+//! the policy's staleness bound denies: fail closed.
 
 use super::fetch::{Fetch, Reply};
+use super::lease::LeaseHolder;
 use super::metrics::{bump, define, record};
 use super::{log, now};
-use crate::policy::{Policy, RevocationFeed};
-use crate::revocation::{encode_status, RevocationSnapshot};
+use crate::policy::RevocationFeed;
+use crate::revocation::{RevocationSnapshot, MAX_FEED_BYTES};
+use crate::shared_state::{decode_status, encode_status, SourceKeys};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
-
-pub const STATUS_KEY: &str = "nhi_guard.revocation.status";
-pub const DOCUMENT_KEY: &str = "nhi_guard.revocation.document";
 
 struct FeedMetrics {
     ok: Option<u32>,
@@ -28,29 +28,21 @@ struct FeedMetrics {
 
 pub struct FeedPoller {
     feed: RevocationFeed,
+    keys: SourceKeys,
     fetch: Fetch,
-    version: Option<u64>,
-    last_success: Option<i64>,
+    /// Whether this context held the lease at its last tick (a takeover fetches at once).
+    holding: bool,
     next_due_ms: i64,
     metrics: FeedMetrics,
 }
 
 impl FeedPoller {
-    /// `None` when the policy has no feed. The first fetch goes out on the poller's first tick.
-    pub fn start(policy: &Policy) -> Option<FeedPoller> {
-        let feed = policy.revocation.clone()?;
-        log(
-            LogLevel::Info,
-            &format!(
-                "nhi-guard feed: polling cluster {} path {} every {} ms",
-                feed.cluster, feed.path, feed.poll_interval_ms
-            ),
-        );
-        Some(FeedPoller {
-            fetch: Fetch::new(&feed.cluster, &feed.path, &feed.authority, feed.timeout_ms),
-            feed,
-            version: None,
-            last_success: None,
+    pub fn new(feed: &RevocationFeed) -> FeedPoller {
+        FeedPoller {
+            fetch: Fetch::new(&feed.cluster, &feed.path, &feed.authority, feed.timeout_ms, MAX_FEED_BYTES),
+            keys: SourceKeys::feed(feed),
+            feed: feed.clone(),
+            holding: false,
             next_due_ms: 0,
             metrics: FeedMetrics {
                 ok: define(MetricType::Counter, "nhi_guard.feed.fetch_ok"),
@@ -60,11 +52,35 @@ impl FeedPoller {
                 version: define(MetricType::Gauge, "nhi_guard.feed.version"),
                 age: define(MetricType::Gauge, "nhi_guard.feed.age_seconds"),
             },
-        })
+        }
     }
 
-    pub fn tick(&mut self, now_ms: i64) {
-        if let Some(t) = self.last_success {
+    pub fn keys(&self) -> &SourceKeys {
+        &self.keys
+    }
+
+    /// The published (version, fetch time), if any: what every worker decides with.
+    fn published(&self) -> Option<(u64, i64)> {
+        hostcalls::get_shared_data(&self.keys.status).ok().and_then(|(s, _)| s).and_then(|s| decode_status(&s))
+    }
+
+    pub fn tick(&mut self, now_ms: i64, lease: &LeaseHolder) {
+        if !lease.hold(&self.keys.lease, now_ms) {
+            self.holding = false;
+            return;
+        }
+        if !self.holding {
+            self.holding = true;
+            self.next_due_ms = 0;
+            log(
+                LogLevel::Info,
+                &format!(
+                    "nhi-guard feed: this worker polls cluster {} path {} every {} ms",
+                    self.feed.cluster, self.feed.path, self.feed.poll_interval_ms
+                ),
+            );
+        }
+        if let Some((_, t)) = self.published() {
             record(self.metrics.age, u64::try_from((now_ms / 1000).saturating_sub(t)).unwrap_or(0));
         }
         if self.fetch.in_flight() || now_ms < self.next_due_ms {
@@ -77,42 +93,55 @@ impl FeedPoller {
         }
     }
 
+    pub fn release(&self, lease: &LeaseHolder) {
+        lease.release(&self.keys.lease);
+    }
+
     /// Handles the reply if `token` is this poller's call; says whether it was.
     pub fn response(&mut self, token: u32, body_size: usize) -> bool {
         let Some(reply) = self.fetch.reply(token, body_size) else { return false };
         let Some(now) = now() else { return true };
+        let published = self.published();
         match reply {
-            Reply::NotModified => self.confirm(now),
+            Reply::NotModified => self.confirm(published.map(|(v, _)| v), now),
             Reply::Body(body, etag) => match RevocationSnapshot::parse(&body) {
-                Ok(s) if self.version.is_some_and(|v| s.version < v) => {
+                Ok(s) if published.is_some_and(|(v, _)| s.version < v) => {
                     bump(self.metrics.older);
                     log(
                         LogLevel::Warn,
                         &format!(
                             "nhi-guard feed: ignored version {} older than {}",
                             s.version,
-                            self.version.unwrap_or(0)
+                            published.map_or(0, |(v, _)| v)
                         ),
                     );
                 }
                 Ok(s) => {
-                    if self.version != Some(s.version) {
-                        if hostcalls::set_shared_data(DOCUMENT_KEY, Some(&body), None).is_err() {
+                    if published.map(|(v, _)| v) != Some(s.version) {
+                        if hostcalls::set_shared_data(&self.keys.document, Some(&body), None).is_err() {
                             bump(self.metrics.failed);
                             return true;
                         }
                         log(LogLevel::Info, &format!("nhi-guard feed: version {} published", s.version));
-                        self.version = Some(s.version);
                         record(self.metrics.version, s.version);
                     }
                     self.fetch.accept_etag(etag);
-                    self.confirm(now);
+                    self.confirm(Some(s.version), now);
                 }
                 Err(e) => {
                     bump(self.metrics.malformed);
                     log(LogLevel::Warn, &format!("nhi-guard feed: {e}; keeping the last good version"));
                 }
             },
+            Reply::TooLarge(size) => {
+                bump(self.metrics.malformed);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "nhi-guard feed: document of {size} bytes refused unread (limit {MAX_FEED_BYTES}); keeping the last good version"
+                    ),
+                );
+            }
             Reply::Failed(why) => {
                 bump(self.metrics.failed);
                 log(LogLevel::Warn, &format!("nhi-guard feed: fetch failed with {why}"));
@@ -121,11 +150,10 @@ impl FeedPoller {
         true
     }
 
-    /// The current version is confirmed as of `now`: publish the status workers read.
-    fn confirm(&mut self, now: i64) {
-        let Some(version) = self.version else { return };
-        if hostcalls::set_shared_data(STATUS_KEY, Some(&encode_status(version, now)), None).is_ok() {
-            self.last_success = Some(now);
+    /// `version` is confirmed as of `now`: publish the status workers read.
+    fn confirm(&mut self, version: Option<u64>, now: i64) {
+        let Some(version) = version else { return };
+        if hostcalls::set_shared_data(&self.keys.status, Some(&encode_status(version, now)), None).is_ok() {
             bump(self.metrics.ok);
             record(self.metrics.age, 0);
         }

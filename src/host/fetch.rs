@@ -1,6 +1,7 @@
-//! One background GET through an Envoy cluster, as the poller's sources (revocation feed, issuers'
-//! JWKS) need it: at most one call in flight, `If-None-Match` with the last ETag, and the reply
-//! read back from the host without panicking on odd bytes.
+//! One background GET through an Envoy cluster, as the polled sources (revocation feed, issuers'
+//! JWKS) need it: at most one call in flight, `If-None-Match` with the last ETag, a body over the
+//! source's size limit refused on the size the host reports (before it is copied into the VM),
+//! and the reply read back from the host without panicking on odd bytes.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
@@ -11,6 +12,7 @@ pub struct Fetch {
     path: String,
     authority: String,
     timeout_ms: u64,
+    max_bytes: usize,
     etag: Option<String>,
     in_flight: Option<u32>,
     /// When the last call was dispatched, in Unix ms.
@@ -23,13 +25,16 @@ pub enum Reply {
     Body(Vec<u8>, Option<String>),
     /// 304: what we hold is current.
     NotModified,
+    /// 200 with a body larger than the source allows (not read).
+    TooLarge(usize),
     /// Anything else (timeouts and resets arrive without a status).
     Failed(String),
 }
 
 impl Fetch {
-    pub fn new(cluster: &str, path: &str, authority: &str, timeout_ms: u64) -> Fetch {
+    pub fn new(cluster: &str, path: &str, authority: &str, timeout_ms: u64, max_bytes: usize) -> Fetch {
         Fetch {
+            max_bytes,
             cluster: cluster.to_string(),
             path: path.to_string(),
             authority: authority.to_string(),
@@ -76,8 +81,12 @@ impl Fetch {
         let header = |name: &str| {
             headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok().map(String::from))
         };
+        // The larger of what the host buffered and what the server declared.
+        let declared = header("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+        let size = declared.max(body_size);
         Some(match header(":status").as_deref() {
             Some("304") => Reply::NotModified,
+            Some("200") if size > self.max_bytes => Reply::TooLarge(size),
             Some("200") => {
                 let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                     .ok()

@@ -5,13 +5,13 @@
 //! `x-nhi-*` headers are removed before anything else, whatever the decision.
 
 use super::metrics::Metrics;
-use super::{feed, headers, jwks, log};
+use super::{headers, log};
 use crate::audit::{self, AuditContext, Outcome, Stream};
 use crate::credentials::{parse_hex_digest, PeerCertificate};
 use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
 use crate::header_map;
 use crate::policy::{AuditLog, Policy};
-use crate::revocation::decode_status;
+use crate::shared_state::{decode_status, SourceKeys};
 use crate::{Decision, Engine, Reason, RequestFacts};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -25,22 +25,75 @@ const FEED_CHECK_MS: i64 = 100;
 /// FAPI interaction id header: echoed, or generated (Envoy's request UUID) when absent.
 const INTERACTION_ID: &str = "x-fapi-interaction-id";
 
+/// What a worker's requests know of the policy's fetched sources: where the polling worker
+/// publishes them, and when this worker looks next.
+#[derive(Default)]
+pub struct WorkerSources {
+    feed: Option<SourceKeys>,
+    /// (issuer index in the policy, its JWKS entries)
+    jwks: Vec<(usize, SourceKeys)>,
+    /// This worker's next look at the published statuses, in Unix ms.
+    next_check_ms: Cell<i64>,
+}
+
+impl WorkerSources {
+    pub fn new(feed: Option<SourceKeys>, jwks: Vec<(usize, SourceKeys)>) -> WorkerSources {
+        WorkerSources { feed, jwks, next_check_ms: Cell::new(0) }
+    }
+
+    /// Hands the engine what the polling worker published since this worker last looked: at most
+    /// every `FEED_CHECK_MS`, and a document only when its version or generation is new.
+    fn observe(&self, engine: &mut Engine, now_ms: i64) {
+        if now_ms < self.next_check_ms.get() {
+            return;
+        }
+        self.next_check_ms.set(now_ms.saturating_add(FEED_CHECK_MS));
+        if let Some(keys) = &self.feed {
+            if let Some((version, fetched_at)) = read_status(keys) {
+                let document = || read(&keys.document);
+                if let Err(e) = engine.observe_feed(version, fetched_at, document) {
+                    log(LogLevel::Warn, &format!("nhi-guard: revocation feed version {version} not applied: {e}"));
+                }
+            }
+        }
+        for (issuer, keys) in &self.jwks {
+            let Some((generation, _)) = read_status(keys) else { continue };
+            if let Err(e) = engine.observe_jwks(*issuer, generation, || read(&keys.document)) {
+                log(LogLevel::Warn, &format!("nhi-guard: JWKS of issuer #{issuer} not applied: {e}"));
+            }
+        }
+    }
+
+    /// Passes the engine's refetch asks (a token named a `kid` the JWKS lacks; rate-limited in the
+    /// core) to the polling worker, right after the refusal.
+    fn ask_refetches(&self, engine: &mut Engine, now_ms: i64) {
+        engine.jwks_refetch_requests(now_ms, |index, _| {
+            if let Some((_, keys)) = self.jwks.iter().find(|(i, _)| *i == index) {
+                let _ = hostcalls::set_shared_data(&keys.refetch, Some(&now_ms.to_le_bytes()), None);
+            }
+        });
+    }
+}
+
+fn read(key: &str) -> Option<Vec<u8>> {
+    hostcalls::get_shared_data(key).ok().and_then(|(d, _)| d)
+}
+
+fn read_status(keys: &SourceKeys) -> Option<(u64, i64)> {
+    read(&keys.status).and_then(|s| decode_status(&s))
+}
+
 pub struct RequestContext {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
-    /// This worker's next feed-status read, in Unix ms (shared by its request contexts).
-    next_feed_check: Rc<Cell<i64>>,
+    sources: Rc<WorkerSources>,
     /// The interaction id to echo on the response.
     interaction_id: Option<String>,
 }
 
 impl RequestContext {
-    pub fn new(
-        engine: Option<Rc<RefCell<Engine>>>,
-        metrics: Option<Rc<Metrics>>,
-        next_feed_check: Rc<Cell<i64>>,
-    ) -> Self {
-        RequestContext { engine, metrics, next_feed_check, interaction_id: None }
+    pub fn new(engine: Option<Rc<RefCell<Engine>>>, metrics: Option<Rc<Metrics>>, sources: Rc<WorkerSources>) -> Self {
+        RequestContext { engine, metrics, sources, interaction_id: None }
     }
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
@@ -127,13 +180,7 @@ impl HttpContext for RequestContext {
             return self.refuse(Reason::HostError, request_id);
         };
         let now = now_ms / 1000;
-        if now_ms >= self.next_feed_check.get() {
-            self.next_feed_check.set(now_ms + FEED_CHECK_MS);
-            if engine.policy().revocation.is_some() {
-                observe_feed(&mut engine);
-            }
-            observe_jwks(&mut engine);
-        }
+        self.sources.observe(&mut engine, now_ms);
         // The client certificate Envoy verified (mTLS listeners only): one property read on
         // plaintext connections, two with a certificate.
         let uri_san;
@@ -146,11 +193,24 @@ impl HttpContext for RequestContext {
         };
         let facts =
             RequestFacts { method, path, authorization: &authorization, consent: &consent, dpop: &dpop, peer, now };
-        // Asks left by the previous request (a kid we lack): tell the poller, rate-limited in the core.
-        engine.jwks_refetch_requests(now_ms, |issuer| {
-            let _ = hostcalls::set_shared_data(&jwks::refetch_key(&issuer.id), Some(&now_ms.to_le_bytes()), None);
-        });
-        let (policy, decision) = engine.decide_with_policy(&facts);
+        let action = self.decide_and_apply(&mut engine, &facts, request_id, now_ms);
+        // A refusal for a kid this worker lacks asks for a refetch now, not on the next request.
+        self.sources.ask_refetches(&mut engine, now_ms);
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(id) = &self.interaction_id {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INTERACTION_ID, Some(id));
+        }
+        Action::Continue
+    }
+}
+
+impl RequestContext {
+    /// Decides, records the decision (metrics, audit), and applies it to the request.
+    fn decide_and_apply(&self, engine: &mut Engine, facts: &RequestFacts<'_>, request_id: &str, now_ms: i64) -> Action {
+        let (policy, decision) = engine.decide_with_policy(facts);
         let outcome = match &decision {
             Decision::Allow(_) => Outcome::Allow,
             Decision::Deny(d) if d.enforced(policy) => Outcome::Deny,
@@ -189,15 +249,6 @@ impl HttpContext for RequestContext {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(id) = &self.interaction_id {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INTERACTION_ID, Some(id));
-        }
-        Action::Continue
-    }
-}
-
-impl RequestContext {
     /// Counts the decision, writes its audit events (filter state that Envoy access logs write to
     /// per-stream files, and log lines per `settings.audit_log`), and logs denials in one line.
     /// Filter-state writes cost Envoy real time (measured), so there is one per stream and no
@@ -249,37 +300,6 @@ impl RequestContext {
             };
             let _ = hostcalls::set_property(vec![key], Some(json.as_bytes()));
         }
-    }
-}
-
-/// Hands the worker's engine the poller's latest JWKS of each remote issuer; a document is read
-/// only when its generation is new.
-fn observe_jwks(engine: &mut Engine) {
-    let remote: Vec<(usize, String)> = engine
-        .policy()
-        .issuers
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| i.remote_jwks.is_some())
-        .map(|(n, i)| (n, i.id.clone()))
-        .collect();
-    for (index, iss) in remote {
-        let Ok((Some(status), _)) = hostcalls::get_shared_data(&jwks::status_key(&iss)) else { continue };
-        let Some((generation, _)) = decode_status(&status) else { continue };
-        let document = || hostcalls::get_shared_data(&jwks::document_key(&iss)).ok().and_then(|(d, _)| d);
-        if let Err(e) = engine.observe_jwks(index, generation, document) {
-            log(LogLevel::Warn, &format!("nhi-guard: JWKS of {iss} not applied: {e}"));
-        }
-    }
-}
-
-/// Hands the worker's engine the poller's latest status; the document is read only on a new version.
-fn observe_feed(engine: &mut Engine) {
-    let Ok((Some(status), _)) = hostcalls::get_shared_data(feed::STATUS_KEY) else { return };
-    let Some((version, fetched_at)) = decode_status(&status) else { return };
-    let document = || hostcalls::get_shared_data(feed::DOCUMENT_KEY).ok().and_then(|(d, _)| d);
-    if let Err(e) = engine.observe_feed(version, fetched_at, document) {
-        log(LogLevel::Warn, &format!("nhi-guard: revocation feed version {version} not applied: {e}"));
     }
 }
 

@@ -1,34 +1,24 @@
-//! Issuers' JWKS, fetched by the singleton poller and published into shared data for every worker.
+//! Issuers' JWKS, polled from the filter's own plugin by whichever worker holds each issuer's
+//! lease, and published into shared data for every worker.
 //!
-//! Per remote issuer, shared data holds the validated document, a 16-byte status (generation, a
-//! hash of the document, plus the time of the last successful fetch) and a refetch request that
-//! workers write (Unix ms) when a token names a `kid` they lack. The poller fetches on its refresh
+//! Per remote issuer, shared data holds (under names derived from the issuer and its source,
+//! `crate::shared_state`) the validated document, a 16-byte status (generation, a hash of the
+//! document, plus the time of the last successful fetch) and a refetch request that workers write
+//! (Unix ms) right after refusing a token whose `kid` they lack. The holder fetches on its refresh
 //! interval, and early on a request, at most once per `unknown_kid_refetch_min_interval_ms`; until
-//! the first document arrives it retries at that pace. A failed or refused fetch publishes nothing,
-//! so the last good keys stay.
+//! the first document arrives it retries at that pace. A failed or refused fetch publishes
+//! nothing, so the last good keys stay.
 
 use super::fetch::{Fetch, Reply};
+use super::lease::LeaseHolder;
 use super::metrics::{bump, define, record};
 use super::{log, now};
-use crate::jwt::jwks::{fingerprint, parse_fetched};
+use crate::jwt::jwks::{fingerprint, parse_fetched, MAX_JWKS_BYTES};
 use crate::policy::{Policy, RemoteJwks};
-use crate::revocation::encode_status;
+use crate::shared_state::{decode_status, encode_status, SourceKeys};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use std::rc::Rc;
-
-/// Shared-data keys for one issuer (by its `iss`, so a reordered policy cannot mix issuers up).
-pub fn status_key(iss: &str) -> String {
-    format!("nhi_guard.jwks.status:{iss}")
-}
-
-pub fn document_key(iss: &str) -> String {
-    format!("nhi_guard.jwks.document:{iss}")
-}
-
-pub fn refetch_key(iss: &str) -> String {
-    format!("nhi_guard.jwks.refetch:{iss}")
-}
 
 /// Counters shared by every remote issuer (names in the README, "Metrics").
 pub struct JwksMetrics {
@@ -59,8 +49,10 @@ pub struct JwksPoller {
     issuer: usize,
     iss: String,
     remote: RemoteJwks,
+    keys: SourceKeys,
     fetch: Fetch,
-    generation: Option<u64>,
+    /// Whether this context held the lease at its last tick (a takeover fetches at once).
+    holding: bool,
     next_refresh_ms: i64,
     /// A worker asked for a refetch that has not gone out yet (rate limit).
     wanted: bool,
@@ -71,25 +63,19 @@ pub struct JwksPoller {
 
 impl JwksPoller {
     /// One poller per issuer with `remote_jwks`.
-    pub fn start_all(policy: &Rc<Policy>) -> Vec<JwksPoller> {
+    pub fn for_policy(policy: &Rc<Policy>) -> Vec<JwksPoller> {
         let metrics = JwksMetrics::define();
         let mut out = Vec::new();
         for (i, issuer) in policy.issuers.iter().enumerate() {
             let Some(remote) = issuer.remote_jwks.clone() else { continue };
-            log(
-                LogLevel::Info,
-                &format!(
-                    "nhi-guard jwks: {} from cluster {} path {} every {} ms",
-                    issuer.id, remote.cluster, remote.path, remote.refresh_interval_ms
-                ),
-            );
             out.push(JwksPoller {
                 policy: policy.clone(),
                 issuer: i,
                 iss: issuer.id.clone(),
-                fetch: Fetch::new(&remote.cluster, &remote.path, &remote.authority, remote.timeout_ms),
+                fetch: Fetch::new(&remote.cluster, &remote.path, &remote.authority, remote.timeout_ms, MAX_JWKS_BYTES),
+                keys: SourceKeys::jwks(&issuer.id, &remote),
                 remote,
-                generation: None,
+                holding: false,
                 next_refresh_ms: 0,
                 wanted: false,
                 seen_request: None,
@@ -99,8 +85,41 @@ impl JwksPoller {
         out
     }
 
-    pub fn tick(&mut self, now_ms: i64) {
-        if let Ok((Some(request), _)) = hostcalls::get_shared_data(&refetch_key(&self.iss)) {
+    /// The issuer's index in the policy and the shared-data names workers read.
+    pub fn source(&self) -> (usize, &SourceKeys) {
+        (self.issuer, &self.keys)
+    }
+
+    /// The published generation, if any.
+    fn generation(&self) -> Option<u64> {
+        hostcalls::get_shared_data(&self.keys.status)
+            .ok()
+            .and_then(|(s, _)| s)
+            .and_then(|s| decode_status(&s))
+            .map(|s| s.0)
+    }
+
+    pub fn release(&self, lease: &LeaseHolder) {
+        lease.release(&self.keys.lease);
+    }
+
+    pub fn tick(&mut self, now_ms: i64, lease: &LeaseHolder) {
+        if !lease.hold(&self.keys.lease, now_ms) {
+            self.holding = false;
+            return;
+        }
+        if !self.holding {
+            self.holding = true;
+            self.next_refresh_ms = 0;
+            log(
+                LogLevel::Info,
+                &format!(
+                    "nhi-guard jwks: this worker polls {} from cluster {} path {} every {} ms",
+                    self.iss, self.remote.cluster, self.remote.path, self.remote.refresh_interval_ms
+                ),
+            );
+        }
+        if let Ok((Some(request), _)) = hostcalls::get_shared_data(&self.keys.refetch) {
             if self.seen_request.as_ref() != Some(&request) {
                 self.seen_request = Some(request);
                 self.wanted = true;
@@ -113,7 +132,7 @@ impl JwksPoller {
         let min = i64::try_from(self.remote.unknown_kid_refetch_min_interval_ms).unwrap_or(i64::MAX);
         let quiet = self.fetch.last_started_ms.is_none_or(|t| now_ms.saturating_sub(t) >= min);
         // Without keys, retry at the rate-limit pace: every request is refused until they arrive.
-        let early = (self.wanted || self.generation.is_none()) && quiet;
+        let early = (self.wanted || self.generation().is_none()) && quiet;
         if now_ms < self.next_refresh_ms && !early {
             return;
         }
@@ -131,18 +150,31 @@ impl JwksPoller {
         let Some(reply) = self.fetch.reply(token, body_size) else { return false };
         let Some(now) = now() else { return true };
         match reply {
-            Reply::NotModified => self.confirm(now),
+            Reply::NotModified => {
+                if let Some(generation) = self.generation() {
+                    self.confirm(generation, now);
+                }
+            }
+            Reply::TooLarge(size) => {
+                bump(self.metrics.malformed);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "nhi-guard jwks: {}: document of {size} bytes refused unread (limit {MAX_JWKS_BYTES}); keeping the last good keys",
+                        self.iss
+                    ),
+                );
+            }
             Reply::Body(body, etag) => {
                 let Some(issuer) = self.policy.issuers.get(self.issuer) else { return true };
                 match parse_fetched(&body, &self.policy, issuer) {
                     Ok(keys) => {
                         let generation = fingerprint(&body);
-                        if self.generation != Some(generation) {
-                            if hostcalls::set_shared_data(&document_key(&self.iss), Some(&body), None).is_err() {
+                        if self.generation() != Some(generation) {
+                            if hostcalls::set_shared_data(&self.keys.document, Some(&body), None).is_err() {
                                 bump(self.metrics.failed);
                                 return true;
                             }
-                            self.generation = Some(generation);
                             record(self.metrics.keys_published, keys.keys.len() as u64);
                             let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
                             log(
@@ -156,7 +188,7 @@ impl JwksPoller {
                             bump(self.metrics.unchanged);
                         }
                         self.fetch.accept_etag(etag);
-                        self.confirm(now);
+                        self.confirm(generation, now);
                     }
                     Err(e) => {
                         bump(self.metrics.malformed);
@@ -179,9 +211,8 @@ impl JwksPoller {
         true
     }
 
-    fn confirm(&mut self, now: i64) {
-        let Some(generation) = self.generation else { return };
-        if hostcalls::set_shared_data(&status_key(&self.iss), Some(&encode_status(generation, now)), None).is_ok() {
+    fn confirm(&mut self, generation: u64, now: i64) {
+        if hostcalls::set_shared_data(&self.keys.status, Some(&encode_status(generation, now)), None).is_ok() {
             bump(self.metrics.ok);
         }
     }

@@ -8,6 +8,7 @@ mod fetch;
 mod headers;
 mod http;
 mod jwks;
+mod lease;
 mod metrics;
 mod replay;
 mod root;
@@ -16,7 +17,7 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::new(id)) });
 }}
 
 /// Logs through the host; a failed log call has nowhere else to go, so it is dropped.

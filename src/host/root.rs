@@ -1,10 +1,13 @@
-//! Root contexts. The same module runs in two roles, told apart by the plugin's `root_id`:
-//! `nhi_guard` (the HTTP filter, one per worker) and `nhi_guard_feed` (the revocation poller, a
-//! singleton bootstrap service). Both load the same policy on configure and refuse a bad one.
+//! The root context: one per worker (and one on Envoy's main thread) for each plugin. It loads
+//! the policy on configure (refusing a bad one), builds the worker's engine, and on its 100 ms
+//! tick takes part in polling the policy's sources: for each source, the root holding its lease
+//! fetches, the others only read what it publishes. No bootstrap extension is needed, so the same
+//! module works as Istio's `WasmPlugin` and Envoy Gateway's `EnvoyExtensionPolicy` deliver it.
 
 use super::feed::FeedPoller;
-use super::http::RequestContext;
+use super::http::{RequestContext, WorkerSources};
 use super::jwks::JwksPoller;
+use super::lease::LeaseHolder;
 use super::log;
 use super::metrics::Metrics;
 use super::replay::SharedReplayCache;
@@ -14,26 +17,37 @@ use crate::policy::{Policy, SignatureBackend};
 use crate::Engine;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Where the policy comes from, as named in load errors.
 const SOURCE: &str = "envoy.filters.http.wasm configuration (nhi-guard policy)";
-/// The poller's root id in Envoy's config.
-pub const FEED_ROOT_ID: &str = "nhi_guard_feed";
 
-#[derive(Default)]
 pub struct Root {
+    lease: LeaseHolder,
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     feed: Option<FeedPoller>,
     jwks: Vec<JwksPoller>,
-    next_feed_check: Rc<Cell<i64>>,
+    sources: Rc<WorkerSources>,
 }
 
-/// The poller's tick: each source keeps its own schedule on it (feed poll, JWKS refresh, refetch
-/// requests), so this bounds how late any of them runs.
-const POLLER_TICK_MS: u64 = 100;
+impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            lease: LeaseHolder::new(context_id),
+            engine: None,
+            metrics: None,
+            feed: None,
+            jwks: Vec::new(),
+            sources: Rc::new(WorkerSources::default()),
+        }
+    }
+}
+
+/// The tick: lease renewal and each source's own schedule (poll, refresh, refetch requests) run
+/// on it, so this bounds how late any of them runs.
+const TICK_MS: u64 = 100;
 
 /// Envoy's `verify_signature` foreign function.
 pub struct EnvoyForeignFunction;
@@ -60,7 +74,8 @@ fn load() -> Option<Policy> {
         log(LogLevel::Critical, &format!("{SOURCE}: not UTF-8; the filter will not start"));
         return None;
     };
-    match crate::load_policy(json, SOURCE) {
+    // The VM's environment is what Envoy passes in `vm_config.environment_variables`.
+    match crate::policy::load_with_env(json, SOURCE, &|name| std::env::var(name).ok()) {
         Ok(p) => Some(p),
         Err(e) => {
             log(LogLevel::Critical, &format!("{e}\nnhi-guard refuses to start with this policy"));
@@ -69,14 +84,19 @@ fn load() -> Option<Policy> {
     }
 }
 
-fn root_id() -> String {
-    match proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]) {
-        Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
 impl Context for Root {
+    /// The plugin is going away (a policy update, a drained listener): hand its leases on at once
+    /// rather than leave the sources unpolled until the leases lapse.
+    fn on_done(&mut self) -> bool {
+        if let Some(feed) = &self.feed {
+            feed.release(&self.lease);
+        }
+        for poller in &self.jwks {
+            poller.release(&self.lease);
+        }
+        true
+    }
+
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(feed) = &mut self.feed {
             if feed.response(token_id, body_size) {
@@ -95,13 +115,14 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(policy) = load() else { return false };
         let policy = Rc::new(policy);
-        if root_id() == FEED_ROOT_ID {
-            self.feed = FeedPoller::start(&policy);
-            self.jwks = JwksPoller::start_all(&policy);
-            if self.feed.is_some() || !self.jwks.is_empty() {
-                let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(POLLER_TICK_MS));
-            }
-            return true;
+        self.feed = policy.revocation.as_ref().map(FeedPoller::new);
+        self.jwks = JwksPoller::for_policy(&policy);
+        self.sources = Rc::new(WorkerSources::new(
+            self.feed.as_ref().map(|f| f.keys().clone()),
+            self.jwks.iter().map(|p| (p.source().0, p.source().1.clone())).collect(),
+        ));
+        if self.feed.is_some() || !self.jwks.is_empty() {
+            let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS));
         }
         let metrics = Rc::new(Metrics::define(&policy));
         let native = HostSignatureVerifier::new(EnvoyForeignFunction);
@@ -133,15 +154,15 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let Some(now_ms) = super::now_ms() else { return };
         if let Some(feed) = &mut self.feed {
-            feed.tick(now_ms);
+            feed.tick(now_ms, &self.lease);
         }
         for poller in &mut self.jwks {
-            poller.tick(now_ms);
+            poller.tick(now_ms, &self.lease);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone(), self.next_feed_check.clone())))
+        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone(), self.sources.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

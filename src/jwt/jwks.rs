@@ -163,7 +163,7 @@ impl KeyStore {
     /// Calls `ask` for each issuer this worker should ask the poller to refetch now, at most once
     /// per issuer per `unknown_kid_refetch_min_interval_ms`. The flags are cleared by the ask.
     /// Runs per request: without a pending miss it is one pass over a short list, no allocation.
-    pub fn refetch_requests(&mut self, policy: &Policy, now_ms: i64, mut ask: impl FnMut(&Issuer)) {
+    pub fn refetch_requests(&mut self, policy: &Policy, now_ms: i64, mut ask: impl FnMut(usize, &Issuer)) {
         for (i, slot) in self.remote.iter_mut().enumerate() {
             if !slot.as_ref().is_some_and(|r| r.wants_refetch) {
                 continue;
@@ -176,7 +176,7 @@ impl KeyStore {
                 r.wants_refetch = false;
                 r.last_request_ms = Some(now_ms);
                 if let Some(issuer) = policy.issuers.get(i) {
-                    ask(issuer);
+                    ask(i, issuer);
                 }
             }
         }

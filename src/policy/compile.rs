@@ -2,11 +2,11 @@
 
 use super::document::{
     ClientDoc, ConsentDoc, DpopDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc,
-    RouteConsentDoc, RouteDoc,
+    RouteConsentDoc, RouteDoc, Settings, UpstreamDoc,
 };
 use super::{
     Client, ConsentIssuer, ConsentSettings, DpopSettings, FieldError, Issuer, Partner, Policy, PolicyError, RemoteJwks,
-    RevocationFeed, RouteConsent, RouteRule,
+    RevocationFeed, RouteConsent, RouteRule, Upstream, UpstreamTls,
 };
 use crate::decision::IDENTITY_HEADER_PREFIX;
 use crate::jwt::keys::{Alg, JwkSet, VerificationKey};
@@ -22,7 +22,15 @@ pub const MAX_ROUTE_SECONDS: i64 = 86_400;
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Parses, validates and compiles a policy. `source` names where the JSON came from, for messages.
+/// A policy that takes its audit key from the environment (`settings.audit_subject_key_env`) does
+/// not load here: the filter uses `load_with_env`, tools that only inspect a policy pass a stand-in.
 pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
+    load_with_env(json, source, &|_| None)
+}
+
+/// `load`, resolving `settings.audit_subject_key_env` through `env` (the filter passes the Wasm
+/// VM's environment, which Envoy fills from `vm_config.environment_variables`).
+pub fn load_with_env(json: &str, source: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Policy, PolicyError> {
     let fail = |errors| PolicyError { source: source.to_string(), errors };
     let mut de = serde_json::Deserializer::from_str(json);
     let doc: PolicyDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -35,8 +43,9 @@ pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
             message: format!("{}; fix the JSON to match policies/policy.schema.json", e.inner()),
         }])
     })?;
-    let mut c = Compiler { errors: Vec::new() };
-    let policy = c.compile(doc);
+    let mut c = Compiler { errors: Vec::new(), upstreams: HashMap::new() };
+    let audit_key = c.audit_key(&doc.settings, env);
+    let policy = c.compile(doc, audit_key);
     match policy {
         Some(p) if c.errors.is_empty() => Ok(p),
         _ => Err(fail(c.errors)),
@@ -45,6 +54,8 @@ pub fn load(json: &str, source: &str) -> Result<Policy, PolicyError> {
 
 struct Compiler {
     errors: Vec<FieldError>,
+    /// Fetch clusters seen so far and the host each points at.
+    upstreams: HashMap<String, Option<Upstream>>,
 }
 
 impl Compiler {
@@ -83,7 +94,82 @@ impl Compiler {
         }
     }
 
-    fn compile(&mut self, doc: PolicyDocument) -> Option<Policy> {
+    /// The audit key, inline or from the VM's environment (exactly one way).
+    fn audit_key(&mut self, s: &Settings, env: &dyn Fn(&str) -> Option<String>) -> String {
+        let Some(name) = &s.audit_subject_key_env else { return s.audit_subject_key.clone() };
+        if !s.audit_subject_key.is_empty() {
+            self.err(
+                "settings.audit_subject_key_env",
+                "is set together with settings.audit_subject_key; keep one (the environment keeps the key out of the policy)",
+            );
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.err("settings.audit_subject_key_env", format!("{name:?} is not an environment variable name"));
+            return String::new();
+        }
+        match env(name) {
+            Some(key) if !key.is_empty() => key,
+            _ => {
+                self.err(
+                    "settings.audit_subject_key_env",
+                    format!(
+                        "{name} is not set in the filter's environment; pass it to the Wasm VM \
+                         (Envoy: vm_config.environment_variables.host_env_keys; Istio: vmConfig.env with \
+                         valueFrom: HOST; Envoy Gateway: wasm env.hostKeys)"
+                    ),
+                );
+                String::new()
+            }
+        }
+    }
+
+    /// The host a fetch cluster points at. The same cluster name must always mean the same host.
+    fn upstream(&mut self, at: &str, cluster: &str, d: Option<&UpstreamDoc>) -> Option<Upstream> {
+        let up = d.map(|d| {
+            let at = format!("{at}.upstream");
+            let name_ok =
+                |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if !name_ok(&d.host) {
+                self.err(format!("{at}.host"), format!("{:?} is not a host name or IP address", d.host));
+            }
+            if d.port == 0 {
+                self.err(format!("{at}.port"), "is 0; use the port the source listens on (443 for HTTPS)");
+            }
+            if !(100..=30_000).contains(&d.connect_timeout_ms) {
+                self.err(
+                    format!("{at}.connect_timeout_ms"),
+                    format!("is {}; choose 100 to 30000", d.connect_timeout_ms),
+                );
+            }
+            let tls = d.tls.as_ref().map(|t| {
+                let server_name = t.server_name.clone().unwrap_or_else(|| d.host.clone());
+                if !name_ok(&server_name) {
+                    self.err(format!("{at}.tls.server_name"), format!("{server_name:?} is not a host name"));
+                }
+                if !t.ca_file.starts_with('/') {
+                    self.err(
+                        format!("{at}.tls.ca_file"),
+                        "must be an absolute path to a PEM CA bundle on the Envoy host",
+                    );
+                }
+                UpstreamTls { server_name, ca_file: t.ca_file.clone() }
+            });
+            Upstream { host: d.host.clone(), port: d.port, tls, connect_timeout_ms: d.connect_timeout_ms }
+        });
+        match self.upstreams.get(cluster) {
+            Some(first) if *first != up => self.err(
+                format!("{at}.upstream"),
+                format!("differs from another source's upstream for cluster {cluster:?}; one cluster is one host"),
+            ),
+            Some(_) => {}
+            None => {
+                self.upstreams.insert(cluster.to_string(), up.clone());
+            }
+        }
+        up
+    }
+
+    fn compile(&mut self, doc: PolicyDocument, audit_key: String) -> Option<Policy> {
         if doc.version != 1 {
             self.err("version", format!("is {}; this nhi-guard reads version 1", doc.version));
         }
@@ -125,7 +211,7 @@ impl Compiler {
             negative_cache_entries: s.negative_cache_entries,
             signature_backend: s.signature_backend,
             mode: s.mode,
-            audit_key: s.audit_subject_key.clone(),
+            audit_key,
             audit_log: s.audit_log,
             issuers,
             partners,
@@ -208,7 +294,9 @@ impl Compiler {
         if !(100..=30_000).contains(&d.timeout_ms) {
             self.err(format!("{at}.timeout_ms"), format!("is {}; choose 100 to 30000", d.timeout_ms));
         }
+        let upstream = self.upstream(&at, &d.cluster, d.upstream.as_ref());
         RemoteJwks {
+            upstream,
             cluster: d.cluster.clone(),
             path: d.path.clone(),
             authority: d.authority.clone(),
@@ -372,7 +460,9 @@ impl Compiler {
                 ),
             );
         }
+        let upstream = self.upstream("revocation", &d.cluster, d.upstream.as_ref());
         RevocationFeed {
+            upstream,
             cluster: d.cluster.clone(),
             path: d.path.clone(),
             authority: d.authority.clone(),

@@ -25,7 +25,7 @@ pub struct PolicyDocument {
     /// Where customer consent comes from and who signs it. Needed when any route requires consent.
     #[serde(default)]
     pub consent: Option<ConsentDoc>,
-    /// The live revocation feed, polled by one singleton per Envoy.
+    /// The live revocation feed, polled by one worker per Envoy (the lease holder).
     #[serde(default)]
     pub revocation: Option<RevocationDoc>,
     /// Sender-constrained tokens: DPoP settings and which client kinds must present bound tokens.
@@ -106,6 +106,43 @@ pub struct RevocationDoc {
     pub timeout_ms: u64,
     /// Deny routes that need fresh data when the last successful fetch is older than this.
     pub max_staleness_seconds: i64,
+    /// Where `cluster` points, for `nhi-guard envoy-config` to render it (the filter only names
+    /// the cluster). Leave it out where the platform makes the cluster (Istio, Envoy Gateway).
+    #[serde(default)]
+    pub upstream: Option<UpstreamDoc>,
+}
+
+/// A host a fetched source lives on, as `nhi-guard envoy-config` renders its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDoc {
+    /// DNS name or IP address.
+    pub host: String,
+    pub port: u16,
+    /// TLS to the host (absent: plaintext, for loopback and in-mesh sources only).
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsDoc>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsDoc {
+    /// SNI sent, and the DNS name the server's certificate must carry (default: `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs that may sign the server's certificate.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: String,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_ca_file() -> String {
+    "/etc/ssl/certs/ca-certificates.crt".to_string()
 }
 
 fn default_feed_authority() -> String {
@@ -209,6 +246,9 @@ pub struct Settings {
     pub mode: Mode,
     /// Key for the keyed hash of customer subjects in audit events. Keep it secret and stable.
     pub audit_subject_key: String,
+    /// Instead of `audit_subject_key`: the name of an environment variable of the Wasm VM that
+    /// holds the key (Envoy's `vm_config.environment_variables`), so it never sits in the policy.
+    pub audit_subject_key_env: Option<String>,
     /// Which decisions also write their audit events to Envoy's log (the access-log files always
     /// get them). Logging every allowed request costs Envoy time; `denials` is the default.
     pub audit_log: AuditLog,
@@ -238,6 +278,7 @@ impl Default for Settings {
             signature_backend: SignatureBackend::Auto,
             mode: Mode::Enforce,
             audit_subject_key: String::new(),
+            audit_subject_key_env: None,
             audit_log: AuditLog::Denials,
         }
     }
@@ -291,6 +332,9 @@ pub struct RemoteJwksDoc {
     pub unknown_kid_refetch_min_interval_ms: u64,
     #[serde(default = "default_feed_timeout_ms")]
     pub timeout_ms: u64,
+    /// Where `cluster` points, for `nhi-guard envoy-config` (see `RevocationDoc::upstream`).
+    #[serde(default)]
+    pub upstream: Option<UpstreamDoc>,
 }
 
 fn default_jwks_refresh_ms() -> u64 {

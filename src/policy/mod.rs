@@ -7,7 +7,7 @@
 mod compile;
 pub mod document;
 
-pub use compile::load;
+pub use compile::{load, load_with_env};
 pub use document::{
     AuditLog, ClientKind, ClientStatus, GovernanceDoc as Governance, Mode, PartnerStatus, SignatureBackend,
 };
@@ -72,6 +72,24 @@ pub struct RevocationFeed {
     pub poll_interval_ms: u64,
     pub timeout_ms: u64,
     pub max_staleness: i64,
+    pub upstream: Option<Upstream>,
+}
+
+/// The host behind a fetch cluster, for rendering Envoy configs (`policy.revocation.upstream`,
+/// `issuers[].remote_jwks.upstream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<UpstreamTls>,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SNI, and the DNS name the certificate must carry.
+    pub server_name: String,
+    pub ca_file: String,
 }
 
 /// Where consent comes from. Empty (no issuers, no token claims) when no route needs consent.
@@ -123,6 +141,7 @@ pub struct RemoteJwks {
     pub refresh_interval_ms: u64,
     pub unknown_kid_refetch_min_interval_ms: u64,
     pub timeout_ms: u64,
+    pub upstream: Option<Upstream>,
 }
 
 #[derive(Debug)]

@@ -170,16 +170,14 @@ impl Envoy {
             attempt += 1;
             let (port, admin, mtls_port) = (free_port(), free_port(), free_port());
             let dir = scratch_dir("envoy");
-            let config = render(&EnvoyLayout {
-                listen_port: port,
-                admin_port: admin,
-                upstream_port,
-                wasm_path: wasm_path().display().to_string(),
-                policy_json: policy_json.to_string(),
-                feed_port: upstream_port,
-                audit_dir: dir.display().to_string(),
-                mtls: Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() }),
-            });
+            let mut layout = EnvoyLayout::new(policy_json, &wasm_path().display().to_string());
+            layout.listen_port = port;
+            layout.admin_port = admin;
+            layout.upstream_port = upstream_port;
+            layout.feed_port = upstream_port;
+            layout.audit_dir = dir.display().to_string();
+            layout.mtls = Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() });
+            let config = render(&layout);
             std::fs::write(dir.join("envoy.yaml"), config).unwrap();
             let mut cmd = Command::new(envoy_binary());
             cmd.arg("-c")
@@ -420,16 +418,13 @@ pub fn parse_response(buf: &[u8]) -> Option<Response> {
 /// Runs `envoy --mode validate` on a config with `policy_json`; returns (success, output).
 pub fn validate(policy_json: &str) -> (bool, String) {
     let dir = scratch_dir("validate");
-    let config = render(&EnvoyLayout {
-        listen_port: free_port(),
-        admin_port: free_port(),
-        upstream_port: free_port(),
-        wasm_path: wasm_path().display().to_string(),
-        policy_json: policy_json.to_string(),
-        feed_port: free_port(),
-        audit_dir: dir.display().to_string(),
-        mtls: None,
-    });
+    let mut layout = EnvoyLayout::new(policy_json, &wasm_path().display().to_string());
+    layout.listen_port = free_port();
+    layout.admin_port = free_port();
+    layout.upstream_port = free_port();
+    layout.feed_port = free_port();
+    layout.audit_dir = dir.display().to_string();
+    let config = render(&layout);
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config).unwrap();
     validate_file(&path)

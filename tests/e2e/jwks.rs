@@ -1,4 +1,4 @@
-//! Issuer keys from a JWKS endpoint through the real Envoy: the singleton poller fetches the
+//! Issuer keys from a JWKS endpoint through the real Envoy: the worker holding the lease fetches the
 //! internal STS's JWKS (served by the echo upstream here) and every worker verifies with it.
 
 use crate::harness::*;

@@ -1,4 +1,4 @@
-//! Live revocation through the real Envoy: the singleton poller, shared data, every worker.
+//! Live revocation through the real Envoy: the lease-holding worker polls, shared data, every worker.
 
 use crate::harness::*;
 use serde_json::{json, Value};
