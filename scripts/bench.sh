@@ -5,10 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NHI_GUARD_SETUP_WASM_BINDGEN=0 source scripts/setup.sh
-if ! command -v wrk >/dev/null; then
-  echo "bench: installing wrk from Debian"
-  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
-fi
 cargo build --quiet --release --lib --target wasm32-wasip1
 cargo build --quiet --release --bin nhi-guard
 exec python3 scripts/bench.py

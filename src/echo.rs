@@ -19,18 +19,21 @@ pub struct Document {
     pub path: String,
     pub source: DocumentSource,
     pub fetches: Arc<AtomicUsize>,
+    /// Answer this late (tests play a slow host).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone)]
 pub enum DocumentSource {
     File(PathBuf),
-    /// (status, body): tests set 200 with a document, or 503 to play an outage.
+    /// (status, body): tests set 200 with a document, 503 or a redirect to play an outage, or
+    /// status 0 to close the connection unanswered (the host is down).
     Shared(Arc<Mutex<(u16, Vec<u8>)>>),
 }
 
 impl Document {
     pub fn new(path: &str, source: DocumentSource) -> Document {
-        Document { path: path.to_string(), source, fetches: Arc::new(AtomicUsize::new(0)) }
+        Document { path: path.to_string(), source, fetches: Arc::new(AtomicUsize::new(0)), delay_ms: Arc::default() }
     }
 
     fn answer(&self, if_none_match: Option<&str>) -> (u16, Vec<u8>, String) {
@@ -75,6 +78,9 @@ pub fn serve(listener: TcpListener, seen: Option<Sender<Received>>, documents: V
 }
 
 fn handle(stream: TcpStream, seen: Option<Sender<Received>>, documents: &[Document]) -> std::io::Result<()> {
+    // Answers go out in several writes: without this, Nagle's algorithm and delayed ACKs hold each
+    // keep-alive answer for ~40 ms.
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -116,7 +122,15 @@ fn handle(stream: TcpStream, seen: Option<Sender<Received>>, documents: &[Docume
         reader.read_exact(&mut body)?;
         if let Some(d) = documents.iter().find(|d| d.path == path) {
             let (status, body, etag) = d.answer(headers.get("if-none-match").map(String::as_str));
-            write!(out, "HTTP/1.1 {status} Document\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n", body.len())?;
+            if status == 0 {
+                return Ok(());
+            }
+            let delay = d.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
+            let location = if (300..400).contains(&status) { "location: /moved\r\n" } else { "" };
+            write!(out, "HTTP/1.1 {status} Document\r\ncontent-type: application/json\r\n{location}etag: {etag}\r\ncontent-length: {}\r\n\r\n", body.len())?;
             out.write_all(&body)?;
             out.flush()?;
             continue;

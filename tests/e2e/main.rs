@@ -4,6 +4,7 @@
 
 mod audit;
 mod consent;
+mod fleet;
 mod harness;
 mod jwks;
 mod machine_authority;
