@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generates the test and demo PKI into DIR (never committed): a CA, the API's server certificate, two
-# partner-app client certificates and two workload certificates with spiffe:// URI SANs. P-256 keys,
+# partner-app client certificates, two workload certificates with spiffe:// URI SANs, and server
+# certificates for an issuer's JWKS host (auth-eu.bank.example) and an impostor (other.example). P-256 keys,
 # valid for two days. Usage: scripts/pki.sh DIR
 set -euo pipefail
 dir=${1:?usage: scripts/pki.sh DIR}
@@ -26,6 +27,9 @@ leaf() {
 }
 
 leaf server "/O=Bank/CN=api.bank.example" "DNS:api.bank.example,IP:127.0.0.1" serverAuth
+# An issuer's JWKS host on another machine, and an impostor presenting a certificate for another name.
+leaf auth-eu "/O=Bank/CN=auth-eu.bank.example" "DNS:auth-eu.bank.example" serverAuth
+leaf impostor "/O=Elsewhere/CN=other.example" "DNS:other.example" serverAuth
 leaf moneywise-app "/O=Moneywise Ltd/CN=moneywise-app" "URI:https://moneywise.example/apps/moneywise-app" clientAuth
 leaf moneywise-insights "/O=Moneywise Ltd/CN=moneywise-insights" "URI:https://moneywise.example/apps/insights" clientAuth
 leaf statements-batch "/O=Bank/CN=statements-batch" "URI:spiffe://bank.internal/ns/statements/sa/statements-batch" clientAuth

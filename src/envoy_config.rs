@@ -317,6 +317,8 @@ fn remote_cluster(name: &str, up: &Upstream) -> String {
         r#"  - name: "{name}"
     type: {kind}
     connect_timeout: {secs}.{millis:03}s
+    # Startup does not wait for this host: until its first fetch, only what needs it fails closed.
+    wait_for_warm_on_init: false
     load_assignment:
       cluster_name: "{name}"
       endpoints:

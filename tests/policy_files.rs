@@ -89,30 +89,46 @@ fn every_yaml_file_parses() {
     }
 }
 
+/// The YAML documents of a manifest file, as JSON.
+fn yaml_documents(file: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo(file)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .collect()
+}
+
 #[test]
-fn fleet_manifests_carry_the_example_policy_and_it_loads() {
+fn fleet_manifests_are_rendered_from_the_example_policy_and_fail_closed() {
+    let check = Command::new("python3").arg(repo("scripts/render-manifests.py")).arg("--check").output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let example = json("policies/open-banking.json");
-    for (file, path) in [
-        ("envoy/istio-wasmplugin.yaml", vec!["spec", "pluginConfig"]),
-        ("envoy/envoy-gateway-extension-policy.yaml", vec!["spec", "wasm"]),
+    let env = |name: &str| (name == "NHI_GUARD_AUDIT_KEY").then(|| "from-the-secret".to_string());
+    for (file, kind) in [
+        ("envoy/istio-wasmplugin.yaml", "WasmPlugin"),
+        ("envoy/envoy-gateway-extension-policy.yaml", "EnvoyExtensionPolicy"),
     ] {
-        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();
-        let mut v: Value = serde_json::to_value(&doc).unwrap();
-        for key in &path {
-            v = v[*key].clone();
-        }
-        if v.is_array() {
-            assert_eq!(v[0]["failOpen"], false, "{file} must fail closed");
-            v = v[0]["config"].clone();
+        let docs = yaml_documents(file);
+        let plugin = docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{file}: no {kind}"));
+        let (policy, image) = if kind == "WasmPlugin" {
+            assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE", "{file} must fail closed");
+            (plugin["spec"]["pluginConfig"].clone(), plugin["spec"]["url"].as_str().unwrap_or("").to_string())
         } else {
-            assert_eq!(
-                serde_json::to_value(&doc).unwrap()["spec"]["failStrategy"],
-                "FAIL_CLOSE",
-                "{file} must fail closed"
-            );
+            let wasm = &plugin["spec"]["wasm"][0];
+            assert_eq!(wasm["failOpen"], false, "{file} must fail closed");
+            (wasm["config"].clone(), wasm["code"]["image"]["url"].as_str().unwrap_or("").to_string())
+        };
+        let digest = image.rsplit_once("@sha256:").map(|(_, d)| d).unwrap_or("");
+        assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{file}: {image} is not pinned");
+        // The example's routes, clients and partners; the audit key from the environment, not inline.
+        for part in ["routes", "clients", "partners"] {
+            assert_eq!(policy[part], example[part], "{file}: {part} differ from the example policy");
         }
-        assert_eq!(v, example, "{file} is stale: run scripts/render-manifests.py");
-        assert!(nhi_guard::load_policy(&v.to_string(), file).is_ok());
+        assert_eq!(policy["settings"]["audit_subject_key_env"], "NHI_GUARD_AUDIT_KEY");
+        assert!(policy["settings"].get("audit_subject_key").is_none(), "{file}: the audit key sits in the manifest");
+        assert!(nhi_guard::policy::load_with_env(&policy.to_string(), file, &env).is_ok());
+        let no_env = nhi_guard::load_policy(&policy.to_string(), file).unwrap_err().to_string();
+        assert!(no_env.contains("settings.audit_subject_key_env: NHI_GUARD_AUDIT_KEY is not set"), "{no_env}");
     }
 }
 
@@ -125,7 +141,7 @@ fn cli_check_reports_findings_and_fails_on_load_errors_or_error_findings() {
     let example = cli(&["check", "policies/open-banking.json", "--now", "2026-11-24T00:00:00Z"]);
     assert_eq!(example.status.code(), Some(1), "the example carries deliberate stale partner access");
     let out = String::from_utf8_lossy(&example.stdout);
-    assert!(out.contains("ok (2 issuers, 4 partners, 9 clients, 15 routes)"), "{out}");
+    assert!(out.contains("ok (3 issuers, 4 partners, 9 clients, 15 routes)"), "{out}");
     assert!(out.contains("stale_partner_access") && out.contains("client quickloans-app"), "{out}");
 
     let mut clean = json("policies/open-banking.json");

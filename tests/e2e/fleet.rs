@@ -220,3 +220,108 @@ fn three_envoys_on_one_feed_revoke_together_fail_closed_together_and_recover() {
     // Two workers and the main thread each tick: per-worker polling would be three times this.
     assert!(per_envoy.iter().all(|r| *r < 60.0 * 1.5), "more than one poller per Envoy? {per_envoy:?}");
 }
+
+/// The policy and the host environment keys a fleet manifest hands the plugin.
+fn manifest_plugin(file: &str, kind: &str) -> (String, Vec<String>) {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    let plugin = docs.iter().find(|d| d["kind"] == kind).unwrap();
+    if kind == "WasmPlugin" {
+        let env = plugin["spec"]["vmConfig"]["env"].as_array().unwrap();
+        let keys = env.iter().filter(|e| e["valueFrom"] == "HOST").map(|e| e["name"].as_str().unwrap().to_string());
+        (plugin["spec"]["pluginConfig"].to_string(), keys.collect())
+    } else {
+        let wasm = &plugin["spec"]["wasm"][0];
+        let keys = wasm["env"]["hostKeys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string());
+        (wasm["config"].to_string(), keys.collect())
+    }
+}
+
+#[test]
+fn the_fleet_manifests_run_as_their_platforms_run_them() {
+    // (manifest, resource, the filter name and VM id the platform gives the plugin)
+    let platforms = [
+        ("envoy/istio-wasmplugin.yaml", "WasmPlugin", "banking-api.nhi-guard", ""),
+        (
+            "envoy/envoy-gateway-extension-policy.yaml",
+            "EnvoyExtensionPolicy",
+            "nhi-guard-eg",
+            "envoyextensionpolicy/banking-api/nhi-guard/wasm/0",
+        ),
+    ];
+    for (file, kind, filter_name, vm_id) in platforms {
+        let (policy, env_keys) = manifest_plugin(file, kind);
+        assert_eq!(env_keys, ["NHI_GUARD_AUDIT_KEY"], "{file}");
+        // Without the secret in the environment the plugin refuses to start.
+        let (ok, out) = validate(&policy);
+        assert!(!ok && out.contains("NHI_GUARD_AUDIT_KEY is not set"), "{file}:\n{out}");
+        // ECDS, the platform's VM id and cluster names (here all served by the test's sources), no bootstrap.
+        let doc: Value = serde_json::from_str(&policy).unwrap();
+        let mut clusters = vec![doc["revocation"]["cluster"].as_str().unwrap().to_string()];
+        clusters.extend(
+            doc["issuers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["remote_jwks"]["cluster"].as_str())
+                .map(String::from),
+        );
+        let plugin =
+            nhi_guard::envoy_config::PluginSettings { filter_name: filter_name.into(), vm_id: vm_id.into(), env_keys };
+        let env = vec![("NHI_GUARD_AUDIT_KEY".to_string(), "from-a-kubernetes-secret".to_string())];
+        let launch = Launch { workers: 2, ecds: true, plugin, env, clusters, ..Launch::default() };
+        let sources = Sources::start((200, feed_document(1, Value::Null)), (200, sts_jwks()));
+        let envoy = Envoy::launch(&policy, sources.clone(), launch);
+        envoy.wait_fed(&policy);
+        let config = std::fs::read_to_string(envoy.dir.join("envoy.yaml")).unwrap();
+        assert!(!config.contains("bootstrap_extensions") && config.contains("config_discovery"), "{file}");
+        let app = bearer(&token(&claims("moneywise-app", "accounts")));
+        let sts = bearer(&sts_token("ledger-sync", "ledger:read", &key("sts-es256"), "sts-es256"));
+        assert!(
+            envoy.wait_until(Duration::from_secs(5), || get(&envoy, BALANCES, &app) == "allowed").is_some(),
+            "{file}"
+        );
+        assert_eq!(get(&envoy, LEDGER, &sts), "allowed", "{file}: remote JWKS through the platform's cluster");
+        sources.set(
+            FEED_PATH,
+            200,
+            feed_document(2, json!({"partners": [{"id": "moneywise", "status": "offboarded"}]})),
+        );
+        let took = envoy.wait_until(Duration::from_secs(5), || get(&envoy, BALANCES, &app) == "403 partner_offboarded");
+        assert!(took.is_some(), "{file}: the live feed never took effect: {}", get(&envoy, BALANCES, &app));
+        println!(
+            "{file}: feed and remote JWKS live without a bootstrap; offboarding enforced after {:?}",
+            took.unwrap()
+        );
+    }
+}
+
+#[test]
+fn an_ecds_update_while_the_feed_host_hangs_then_goes_away_fails_closed_and_recovers() {
+    let policy = fast_policy(3);
+    let mut envoy = Envoy::start_fed(&policy, Launch { workers: 2, ecds: true, ..Launch::default() });
+    let app = bearer(&token(&claims("moneywise-app", "accounts")));
+    assert_eq!(get(&envoy, BALANCES, &app), "allowed");
+    // The feed host answers slowly: the lease holder is mid-fetch when its plugin is replaced.
+    envoy.sources.delay(FEED_PATH, 1500);
+    std::thread::sleep(Duration::from_millis(1200));
+    envoy.push_policy(&with(&policy, |d| d["routes"][0]["owner"] = json!("platform@bank.example"))).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(get(&envoy, BALANCES, &app), "allowed", "the new plugin must take the feed over in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The feed host goes away during the next update: the new plugin keeps the last good feed until
+    // the staleness bound, then fails closed; the host returns: it recovers by itself.
+    envoy.sources.delay(FEED_PATH, 0);
+    envoy.sources.set(FEED_PATH, 0, Vec::new());
+    envoy.push_policy(&with(&policy, |d| d["routes"][0]["owner"] = json!("api-platform@bank.example"))).unwrap();
+    let stale = envoy.wait_until(Duration::from_secs(10), || get(&envoy, BALANCES, &app) == "503 revocation_stale");
+    assert!(stale.is_some(), "never failed closed without the feed: {}", get(&envoy, BALANCES, &app));
+    envoy.sources.set(FEED_PATH, 200, feed_document(9, Value::Null));
+    let back = envoy.wait_until(Duration::from_secs(5), || get(&envoy, BALANCES, &app) == "allowed");
+    assert!(back.is_some(), "never recovered: {}", get(&envoy, BALANCES, &app));
+}

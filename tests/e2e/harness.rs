@@ -697,7 +697,7 @@ impl Load {
         let number_after = |label: &str| {
             text.lines()
                 .find_map(|l| l.trim().strip_prefix(label))
-                .and_then(|rest| rest.trim().split_whitespace().next().map(String::from))
+                .and_then(|rest| rest.split_whitespace().next().map(String::from))
                 .and_then(|n| n.parse().ok())
         };
         let requests = text

@@ -136,3 +136,134 @@ fn an_unknown_kid_flood_triggers_only_rate_limited_refetches() {
     assert!(fetches >= 1, "an unknown kid must trigger a refetch");
     assert!(fetches <= bound, "{fetches} fetches for {sent} made-up kids in {window:?}");
 }
+
+#[test]
+fn a_quiet_gateway_accepts_a_new_kid_on_the_first_retry() {
+    // Refresh once a minute: only the refetch asked for by the refusal itself can bring the key.
+    let envoy = Envoy::start(&sts_policy(60_000, 1000));
+    let current = sts_token("ledger-sync", "ledger:read", &key("sts-es256"), "sts-es256");
+    assert!(envoy.wait_until(Duration::from_secs(3), || ledger(&envoy, &current) == "allowed").is_some());
+    // The STS rotates and signs with the new key at once; the gateway sees no other traffic.
+    let next = new_key(24);
+    envoy.set_jwks(200, jwks_document(&[(&key("sts-es256"), "sts-es256"), (&next, "sts-2026-12")]));
+    let rotated = sts_token("ledger-sync", "ledger:read", &next, "sts-2026-12");
+    let published = envoy.counter("nhi_guard.jwks.fetch_ok");
+    let refused_at = Instant::now();
+    assert_eq!(ledger(&envoy, &rotated), "401 kid_unknown");
+    // No request in between: the refusal alone must have asked for the refetch.
+    let fetched = envoy.wait_until(Duration::from_secs(5), || envoy.counter("nhi_guard.jwks.fetch_ok") > published);
+    assert!(fetched.is_some(), "the refusal did not trigger a refetch:\n{}", envoy.log());
+    std::thread::sleep(Duration::from_millis(150)); // the worker looks at published keys every 100 ms
+    assert_eq!(ledger(&envoy, &rotated), "allowed", "the first retry after the refetch");
+    let took = refused_at.elapsed();
+    println!("quiet gateway: the new kid was accepted on the first retry, {took:?} after the first refusal");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn slow_redirecting_and_oversized_jwks_hosts_keep_the_last_good_keys() {
+    let envoy = Envoy::start(&sts_policy(1000, 1000));
+    let t = sts_token("ledger-sync", "ledger:read", &key("sts-es256"), "sts-es256");
+    assert!(envoy.wait_until(Duration::from_secs(3), || ledger(&envoy, &t) == "allowed").is_some());
+    let grew = |counter: &str, before: u64| {
+        envoy.wait_until(Duration::from_secs(8), || envoy.counter(counter) > before).is_some()
+    };
+    // A redirect is not followed (the filter fetches exactly where the policy says).
+    let before = envoy.counter("nhi_guard.jwks.fetch_failed");
+    envoy.set_jwks(302, Vec::new());
+    assert!(grew("nhi_guard.jwks.fetch_failed", before), "a redirect was not counted as a failed fetch");
+    assert_eq!(ledger(&envoy, &t), "allowed");
+    // A body far over the 64 KiB limit: refused on the size the host reports, never read.
+    let mut huge = jwks_document(&[(&key("sts-es256"), "sts-es256")]);
+    huge.extend(std::iter::repeat_n(b' ', 1 << 20));
+    let before = envoy.counter("nhi_guard.jwks.malformed");
+    envoy.set_jwks(200, huge);
+    assert!(grew("nhi_guard.jwks.malformed", before), "an oversized JWKS was not refused");
+    assert!(envoy.log_with("refused unread").contains("refused unread"));
+    assert_eq!(ledger(&envoy, &t), "allowed");
+    // A host slower than the policy's 2 s timeout.
+    envoy.set_jwks(200, sts_jwks());
+    envoy.sources.delay(JWKS_PATH, 3000);
+    let before = envoy.counter("nhi_guard.jwks.fetch_failed");
+    assert!(grew("nhi_guard.jwks.fetch_failed", before), "a timed-out fetch was not counted");
+    assert_eq!(ledger(&envoy, &t), "allowed");
+    envoy.sources.delay(JWKS_PATH, 0);
+}
+
+/// An HTTPS server on "another host" (a fixture, standard library Python) serving `jwks`.
+struct HttpsHost {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsHost {
+    fn start(cert: &str, jwks: &[u8]) -> HttpsHost {
+        use std::io::BufRead;
+        let dir = repo().join("target/e2e").join(format!("https-{cert}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("jwks.json"), jwks).unwrap();
+        let pki = pki();
+        let mut child = std::process::Command::new("python3")
+            .arg(repo().join("tests/e2e/fixtures/https_document.py"))
+            .arg(pki.join(format!("{cert}.pem")))
+            .arg(pki.join(format!("{cert}.key")))
+            .arg(JWKS_PATH)
+            .arg(dir.join("jwks.json"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        HttpsHost { child, port: line.trim().parse().unwrap_or_else(|_| panic!("no port from the fixture: {line:?}")) }
+    }
+}
+
+impl Drop for HttpsHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example policy with its external issuer's JWKS on 127.0.0.1:`port` over TLS, checked
+/// against the test CA and the name auth-eu.bank.example.
+fn external_issuer_policy(port: u16) -> String {
+    let mut doc: Value = serde_json::from_str(&example_policy()).unwrap();
+    let eu = doc["issuers"].as_array_mut().unwrap().iter_mut().find(|i| i["id"] == EU_ISS).unwrap();
+    eu["remote_jwks"]["upstream"] = json!({
+        "host": "127.0.0.1", "port": port,
+        "tls": {"server_name": "auth-eu.bank.example", "ca_file": pki().join("ca.pem").display().to_string()}
+    });
+    eu["remote_jwks"]["unknown_kid_refetch_min_interval_ms"] = json!(500);
+    doc.to_string()
+}
+
+const EU_ISS: &str = "https://auth-eu.bank.example";
+
+#[test]
+fn an_issuer_on_another_host_serves_its_keys_over_verified_tls() {
+    let eu_key = new_key(25);
+    let jwks = jwks_document(&[(&eu_key, "eu-1")]);
+    let claims = nhi_guard::mint::access_token_claims(
+        EU_ISS,
+        nhi_guard::mint::example::AUD,
+        "ledger-sync",
+        "ledger:read",
+        now() - 5,
+        300,
+    );
+    let t = nhi_guard::mint::sign_jws(&nhi_guard::mint::access_token_header(&eu_key, "eu-1"), &claims, &eu_key);
+
+    let host = HttpsHost::start("auth-eu", &jwks);
+    let envoy = Envoy::start(&external_issuer_policy(host.port));
+    let took = envoy.wait_until(Duration::from_secs(10), || ledger(&envoy, &t) == "allowed");
+    assert!(took.is_some(), "keys over HTTPS never arrived: {}\n{}", ledger(&envoy, &t), envoy.log());
+    assert!(envoy.log().contains("auth-eu.bank.example published keys [\"eu-1\"]"));
+
+    // The same host name, but the server presents a certificate for another name: never trusted.
+    let impostor = HttpsHost::start("impostor", &jwks);
+    let envoy = Envoy::start(&external_issuer_policy(impostor.port));
+    let failed = envoy.wait_until(Duration::from_secs(10), || envoy.counter("nhi_guard.jwks.fetch_failed") >= 1);
+    assert!(failed.is_some(), "no failed fetch against the impostor:\n{}", envoy.log());
+    assert_eq!(ledger(&envoy, &t), "503 jwks_unavailable");
+}
