@@ -41,6 +41,7 @@ fn decide(engine: &mut Engine, auth: &str) -> bool {
         dpop: &[],
         peer: None,
         now: NOW,
+        method_override: false,
     };
     matches!(engine.decide(&facts), Decision::Allow(_))
 }
@@ -83,6 +84,7 @@ fn benches(c: &mut Criterion) {
             dpop,
             peer,
             now: NOW,
+            method_override: false,
         };
         matches!(e.decide(&facts), Decision::Allow(_))
     };

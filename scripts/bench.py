@@ -242,21 +242,24 @@ def dpop_scenario(fronts):
     bearer = mint("as-es256.pem", "as-es256", 1, scope="payments", extra=(), sub=None, ttl=300)
     bound = mint("as-es256.pem", "as-es256", 1, scope="payments", extra=("--bind-dpop-key", key), sub=None, ttl=300)
 
-    def proofs():
-        # Fresh before every run (iat window 60 s); more than the fastest config can send in the run.
-        count = 12000 * DURATION
+    def proofs(rate):
+        # Fresh before every run (iat window 60 s), sized from a measured rate: half again what passthrough (always
+        # faster than nhi-guard) sent per second, so no machine runs out. The Lua script also stops a thread before
+        # its share runs out, so a request never goes without a proof whatever the machine's speed.
+        count = int(max(rate, 1000) * 1.5 * DURATION) + 2 * CONNECTIONS
         return subprocess.run([CLI, "dpop", "--key", key, "--method", "POST", "--url", DPOP_URL, "--token", bound[0],
                                "--count", str(count)], check=True, capture_output=True, text=True).stdout.split()
 
     runs = {"passthrough": [], "nhi-guard bearer": [], "nhi-guard DPoP": []}
     for _ in range(ROUNDS):
-        same = proofs()
-        runs["passthrough"].append(measure(fronts["passthrough"], bound, proofs=same, method="POST", path=DPOP_PATH))
+        # Passthrough ignores proofs: the same token with the DPoP scheme, no proof header.
+        p = measure(fronts["passthrough"], bound, method="POST", path=DPOP_PATH, scheme="DPoP")
+        runs["passthrough"].append(p)
         r = measure(fronts["nhi-guard"], bearer, method="POST", path=DPOP_PATH)
         if r["non2xx"]:
             raise SystemExit(f"bench: nhi-guard denied {r['non2xx']} bearer requests in the dpop scenario; see {WORK}")
         runs["nhi-guard bearer"].append(r)
-        r = measure(fronts["nhi-guard"], bound, proofs=proofs(), method="POST", path=DPOP_PATH)
+        r = measure(fronts["nhi-guard"], bound, proofs=proofs(p["rps"]), method="POST", path=DPOP_PATH)
         if r["non2xx"]:
             raise SystemExit(f"bench: nhi-guard denied {r['non2xx']} of {r['total']} DPoP requests: {fronts['nhi-guard'].denials()}")
         runs["nhi-guard DPoP"].append(r)
@@ -283,7 +286,8 @@ local consent = nil
 %s
 local proofs = nil
 %s
--- wrk runs one Lua state per thread: each thread takes every second proof, so none is sent twice.
+-- wrk runs one Lua state per thread: each thread takes every second proof, so none is sent twice. A thread
+-- stops while it still has a proof for each of its connections: no request ever goes out without one.
 local threads = 0
 setup = function(thread) thread:set("id", threads) threads = threads + 1 end
 local n = 0
@@ -292,13 +296,16 @@ request = function()
   local i = (n - 1) %% #tokens + 1
   local headers = { ["Authorization"] = "%s " .. tokens[i] }
   if consent then headers["x-consent"] = consent[i] end
-  if proofs then headers["DPoP"] = proofs[(n - 1) * 2 + id + 1] end
+  if proofs then
+    if (n + %d) * 2 > #proofs then wrk.thread:stop() end
+    headers["DPoP"] = proofs[(n - 1) * 2 + id + 1]
+  end
   return wrk.format("%s", "%s", headers)
 end
 """
 
 
-def wrk(port, tokens, consent=None, proofs=None, method="GET", path=PATH):
+def wrk(port, tokens, consent=None, proofs=None, method="GET", path=PATH, scheme=None):
     tok_file = os.path.join(WORK, f"tokens-{len(tokens)}-{hash(tokens[0]) & 0xffff}.txt")
     with open(tok_file, "w") as f:
         f.write("\n".join(tokens) + "\n")
@@ -313,7 +320,7 @@ def wrk(port, tokens, consent=None, proofs=None, method="GET", path=PATH):
     consent_lua, proofs_lua = lua_list("consent", consent), lua_list("proofs", proofs)
     script = os.path.join(WORK, "rotate.lua")
     with open(script, "w") as f:
-        f.write(LUA % (tok_file, consent_lua, proofs_lua, "DPoP" if proofs else "Bearer", method, path))
+        f.write(LUA % (tok_file, consent_lua, proofs_lua, scheme or ("DPoP" if proofs else "Bearer"), CONNECTIONS, method, path))
     out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=DURATION + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

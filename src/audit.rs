@@ -115,12 +115,66 @@ pub fn subject_hash(key: &[u8], subject: &str) -> String {
     mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A decision id: distinct per request and instant, carrying nothing about the caller.
-pub fn decision_id(request_id: &str, time_ms: i64) -> String {
-    let mut h = hmac_sha256::Hash::new();
-    h.update(request_id.as_bytes());
-    h.update(time_ms.to_le_bytes());
-    h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
+/// Ids the filter makes up for a worker: decision ids, unique whatever the request carries (a
+/// client's `x-request-id` is repeated by fan-out calls, and can be anything), and FAPI interaction
+/// ids (RFC 4122 UUIDs) for requests that bring none or a malformed one. Seeded once per worker from
+/// the VM's random source by the host shell; a SplitMix64 sequence after that (unique, not secret).
+pub struct IdSource {
+    worker: u32,
+    counter: u64,
+    state: u64,
+}
+
+impl IdSource {
+    pub fn new(seed: u64) -> IdSource {
+        let mut ids = IdSource { worker: 0, counter: 0, state: seed };
+        ids.worker = (ids.next_u64() >> 32) as u32;
+        ids
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// 24 hex digits: this worker's random prefix and its decision counter.
+    pub fn decision_id(&mut self) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        format!("{:08x}{:016x}", self.worker, self.counter)
+    }
+
+    /// A random (version 4) UUID in its canonical lowercase form.
+    pub fn uuid(&mut self) -> String {
+        let (hi, lo) = (self.next_u64(), self.next_u64());
+        let hi = (hi & !0xf000) | 0x4000; // version 4
+        let lo = (lo & !(0xc000 << 48)) | (0x8000 << 48); // RFC 4122 variant
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0xffff,
+            lo >> 48,
+            lo & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// Whether `v` is a UUID in canonical form (8-4-4-4-12 hex digits), as FAPI's
+/// `x-fapi-interaction-id` must be; only such values are echoed.
+pub fn is_uuid(v: &[u8]) -> bool {
+    v.len() == 36
+        && v.iter()
+            .enumerate()
+            .all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { *b == b'-' } else { b.is_ascii_hexdigit() })
+}
+
+/// A value for a `key=value` log line, quoted and escaped as a JSON string, so no value a client
+/// sends can end the field and forge the ones after it.
+pub fn log_value(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "\"?\"".to_string())
 }
 
 /// Every event for one decision, as (stream, JSON line).
@@ -211,8 +265,16 @@ mod tests {
     fn run(auth: &[&str], path: &str) -> Vec<(Stream, Value)> {
         let mut e = engine();
         let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-        let facts =
-            RequestFacts { method: "GET", path, authorization: &a, consent: &[], dpop: &[], peer: None, now: NOW };
+        let facts = RequestFacts {
+            method: "GET",
+            path,
+            authorization: &a,
+            consent: &[],
+            dpop: &[],
+            peer: None,
+            now: NOW,
+            method_override: false,
+        };
         let (policy, decision) = e.decide_with_policy(&facts);
         let ctx = AuditContext {
             decision_id: "d1",
@@ -257,6 +319,51 @@ mod tests {
         assert_eq!(subject_hash(b"k1", "customer-1"), subject_hash(b"k1", "customer-1"));
         assert_ne!(subject_hash(b"k1", "customer-1"), subject_hash(b"k2", "customer-1"));
         assert_eq!(subject_hash(b"k1", "customer-1").len(), 32);
-        assert_ne!(decision_id("r", 1), decision_id("r", 2));
+        let mut ids = IdSource::new(7);
+        assert_ne!(ids.decision_id(), ids.decision_id());
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn decision_ids_are_unique_per_worker_and_across_workers() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in [1u64, 2, 0xdead_beef] {
+            let mut ids = IdSource::new(seed);
+            for _ in 0..10_000 {
+                assert!(seen.insert(ids.decision_id()), "a decision id repeated");
+            }
+        }
+        assert_eq!(IdSource::new(1).decision_id().len(), 24);
+    }
+
+    #[test]
+    fn interaction_ids_are_version_4_uuids_and_only_uuids_are_echoed() {
+        let mut ids = IdSource::new(42);
+        let a = ids.uuid();
+        assert!(is_uuid(a.as_bytes()), "{a}");
+        assert_eq!(a.as_bytes()[14], b'4', "{a}");
+        assert!(matches!(a.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{a}");
+        assert_ne!(a, ids.uuid());
+        for bad in [
+            &b"evil decision_id=forged"[..],
+            b"93bac548d2de4546b106880a5018460d",
+            b"",
+            b"93bac548-d2de-4546-b106-880a5018460g",
+        ] {
+            assert!(!is_uuid(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(is_uuid(b"93BAC548-d2de-4546-b106-880a5018460d"));
+    }
+
+    #[test]
+    fn log_values_cannot_forge_fields() {
+        assert_eq!(log_value("evil decision_id=forged reason=allow"), "\"evil decision_id=forged reason=allow\"");
+        assert_eq!(log_value("a\"b\nc"), "\"a\\\"b\\nc\"");
     }
 }

@@ -36,7 +36,14 @@ pub struct RequestFacts<'a> {
     pub peer: Option<PeerCertificate<'a>>,
     /// Unix seconds.
     pub now: i64,
+    /// The request carries a method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+    /// `X-Method-Override`): frameworks that honour them would run another method than the one
+    /// the policy decided on, so such requests are refused.
+    pub method_override: bool,
 }
+
+/// Headers some frameworks take as the real method (lowercase, as Envoy hands them over).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// The request may go upstream, with these verified identities.
 #[derive(Debug)]
@@ -199,6 +206,9 @@ struct State<'e> {
 
 fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
     let deny = |reason, route, token| Decision::Deny(denial(policy, reason, route, token, false));
+    if facts.method_override {
+        return deny(Reason::MethodOverride, None, None);
+    }
     let Some((path, query)) = route::guard_path(facts.path) else {
         return deny(Reason::PathAmbiguous, None, None);
     };

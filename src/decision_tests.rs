@@ -588,6 +588,7 @@ fn revocation_outcomes() -> Vec<(&'static str, Outcome, Outcome)> {
                 dpop: &[],
                 peer: None,
                 now,
+                method_override: false,
             }) {
                 Decision::Allow(a) => Ok(a.route.id.clone()),
                 Decision::Deny(d) => Err(d.reason),
@@ -645,8 +646,35 @@ fn overdue_reviews_deny_only_when_the_policy_enforces_them() {
 }
 
 #[test]
+fn method_override_headers_are_refused_whatever_the_token_allows() {
+    let mut e = engine();
+    let t = bearer(&token(&claims("moneywise-app", "accounts")));
+    let a = [t.as_bytes()];
+    let mut facts = RequestFacts {
+        method: "GET",
+        path: "/accounts",
+        authorization: &a,
+        consent: &[],
+        dpop: &[],
+        peer: None,
+        now: NOW,
+        method_override: false,
+    };
+    assert!(matches!(e.decide(&facts), Decision::Allow(_)));
+    facts.method_override = true;
+    match e.decide(&facts) {
+        Decision::Deny(d) => {
+            assert_eq!(d.reason, Reason::MethodOverride);
+            assert_eq!(d.response("r").status, 400);
+        }
+        Decision::Allow(_) => panic!("a method override went through"),
+    }
+}
+
+#[test]
 fn every_core_reason_is_covered_by_a_case() {
     let mut produced: HashSet<Reason> = cases().iter().filter_map(|c| c.expect.err()).collect();
+    produced.insert(Reason::MethodOverride); // method_override_headers_are_refused_whatever_the_token_allows
     produced.extend(revocation_outcomes().into_iter().filter_map(|(_, _, want)| want.err()));
     produced.insert(Reason::VerifierError);
     produced.insert(Reason::ReviewOverdue); // overdue_reviews_deny_only_when_the_policy_enforces_them
@@ -693,7 +721,16 @@ fn cached_tokens_still_meet_time_and_registry_rules() {
     let run = |e: &mut Engine, (now, path, method, auth): (i64, &str, &str, Vec<String>)| {
         e.observe_feed(1, now, || None).unwrap();
         let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-        match e.decide(&RequestFacts { method, path, authorization: &a, consent: &[], dpop: &[], peer: None, now }) {
+        match e.decide(&RequestFacts {
+            method,
+            path,
+            authorization: &a,
+            consent: &[],
+            dpop: &[],
+            peer: None,
+            now,
+            method_override: false,
+        }) {
             Decision::Allow(a) => Ok(a.cache_hit),
             Decision::Deny(d) => Err(d.reason),
         }
@@ -781,6 +818,7 @@ fn allowed_requests_carry_verified_identity_only() {
         dpop: &[],
         peer: None,
         now: NOW,
+        method_override: false,
     };
     let Decision::Allow(a) = e.decide(&facts) else { panic!("expected allow") };
     let h = a.upstream_headers();
@@ -890,6 +928,7 @@ fn decide_cached(e: &mut Engine, path: &str, token: &str) -> Result<bool, Reason
         dpop: &[],
         peer: None,
         now: NOW,
+        method_override: false,
     }) {
         Decision::Allow(a) => Ok(a.cache_hit),
         Decision::Deny(d) => Err(d.reason),
@@ -917,6 +956,7 @@ fn send(e: &mut Engine, s: &Sent<'_>) -> Result<(String, &'static str), Reason> 
         dpop: &dpop,
         peer,
         now: NOW,
+        method_override: false,
     };
     match e.decide(&facts) {
         Decision::Allow(a) => Ok((a.route.id.clone(), a.auth.name())),
@@ -959,9 +999,10 @@ fn sender_constrained_tokens_and_workload_identity() {
     let dp = |t: &str| vec![format!("DPoP {t}")];
     let other = SigningKey::es256_from_bytes(&[32u8; 32]).unwrap();
     let forged_proof = {
-        // Claims the DPoP key's jwk, signed by another key.
+        // Claims the DPoP key's jwk and matches the request and token, but is signed by another key.
         let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": dpop_jwk(&dpop_key())});
-        let c = json!({"jti": "f1", "htm": "POST", "htu": VRP_URL, "iat": NOW, "ath": "x"});
+        let ath = base64url::encode(&<sha2::Sha256 as sha2::Digest>::digest(dpop_t.as_bytes()));
+        let c = json!({"jti": "f1", "htm": "POST", "htu": VRP_URL, "iat": NOW, "ath": ath});
         sign_jws(&header, &c, &other)
     };
     let private_jwk_proof = {
@@ -1170,8 +1211,16 @@ fn dpop_denials_challenge_with_the_dpop_scheme() {
     let t = token(&crate::mint::bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key()));
     let auth = [format!("DPoP {t}")];
     let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-    let facts =
-        RequestFacts { method: "POST", path: VRP, authorization: &a, consent: &[], dpop: &[], peer: None, now: NOW };
+    let facts = RequestFacts {
+        method: "POST",
+        path: VRP,
+        authorization: &a,
+        consent: &[],
+        dpop: &[],
+        peer: None,
+        now: NOW,
+        method_override: false,
+    };
     let Decision::Deny(d) = e.decide(&facts) else { panic!("expected a denial") };
     let r = d.response("r");
     let challenge = r.headers.iter().find(|(k, _)| *k == "www-authenticate").map(|(_, v)| v.as_str()).unwrap();

@@ -1,10 +1,12 @@
 //! DPoP proofs (RFC 9449 §4.3): one proof in, the proof's replay key out, or the reason it fails.
 //!
-//! Checks, in order: size; compact JWS with `typ: dpop+jwt`; an allowed asymmetric `alg`; an
-//! embedded public `jwk` (no private members) of that algorithm; the signature by that key; `htm`,
-//! `htu` (configured origin + request path, never request headers), `iat` within the window, `ath`
-//! (hash of the access token), and the key's RFC 7638 thumbprint against the token's `cnf.jkt`.
-//! The `jti` replay check needs state shared by all workers, so it comes after, in `replay`.
+//! Checks, cheapest first, so that a holder of one DPoP-bound token cannot make the filter verify a
+//! signature for a proof that fails anyway: size; compact JWS with `typ: dpop+jwt`; an allowed
+//! asymmetric `alg`; an embedded public `jwk` (no private members); the claims present; `htm`, `htu`
+//! (configured origin + request path, never request headers), `iat` within the window, `ath` (hash
+//! of the access token), the key's RFC 7638 thumbprint against the token's `cnf.jkt`; only then
+//! the key is decoded and the signature verified. The `jti` replay check needs state shared by all
+//! workers, so it comes after, in `replay`.
 
 use crate::jwt::base64url;
 use crate::jwt::jws::{self, JwsError};
@@ -75,16 +77,6 @@ pub fn check_proof(
     if PRIVATE_MEMBERS.iter().any(|m| members.contains_key(*m)) {
         return Err(Reason::DpopJwkInvalid);
     }
-    let mut jwk: Jwk = serde_json::from_value(jwk_value.clone()).map_err(|_| Reason::DpopJwkInvalid)?;
-    // The proof's key is pinned to the proof's alg; kid is not used by DPoP.
-    jwk.kid = Some("dpop".into());
-    jwk.alg = Some(alg.name().into());
-    let key = jwk.to_key().map_err(|_| Reason::DpopJwkInvalid)?;
-    match verifier.verify(&key, jws.signing_input.as_bytes(), &jws.signature) {
-        Ok(true) => {}
-        Ok(false) => return Err(Reason::DpopSignatureInvalid),
-        Err(_) => return Err(Reason::VerifierError),
-    }
     let c = &jws.claims;
     let (Some(jti), Some(htm), Some(htu), Some(iat), Some(ath)) = (&c.jti, &c.htm, &c.htu, c.iat, &c.ath) else {
         return Err(Reason::DpopProofMalformed);
@@ -99,7 +91,7 @@ pub fn check_proof(
         return Err(Reason::DpopHtuMismatch);
     }
     // A little skew ahead (clocks differ); the window behind.
-    if iat.0 > request.now + 5 || iat.0 < request.now - settings.iat_window {
+    if iat.0 > request.now.saturating_add(5) || iat.0 < request.now.saturating_sub(settings.iat_window) {
         return Err(Reason::DpopIatInvalid);
     }
     if ath.as_bytes() != base64url::encode(&Sha256::digest(request.access_token.as_bytes())).as_bytes() {
@@ -108,10 +100,21 @@ pub fn check_proof(
     if jwk_thumbprint(members).as_deref() != Some(request.jkt) {
         return Err(Reason::DpopKeyMismatch);
     }
+    // Only a proof that matches this request and this token's key is worth a signature check.
+    let mut jwk: Jwk = serde_json::from_value(jwk_value.clone()).map_err(|_| Reason::DpopJwkInvalid)?;
+    // The proof's key is pinned to the proof's alg; kid is not used by DPoP.
+    jwk.kid = Some("dpop".into());
+    jwk.alg = Some(alg.name().into());
+    let key = jwk.to_key().map_err(|_| Reason::DpopJwkInvalid)?;
+    match verifier.verify(&key, jws.signing_input.as_bytes(), &jws.signature) {
+        Ok(true) => {}
+        Ok(false) => return Err(Reason::DpopSignatureInvalid),
+        Err(_) => return Err(Reason::VerifierError),
+    }
     let digest = Sha256::digest(jti.as_bytes());
     let mut jti_digest = [0u8; 16];
     jti_digest.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-    Ok(ProofId { jti_digest, remember_until: iat.0 + settings.iat_window + 5 })
+    Ok(ProofId { jti_digest, remember_until: iat.0.saturating_add(settings.iat_window).saturating_add(5) })
 }
 
 /// `htu` must be the configured origin plus the path. Scheme and host compare case-insensitively

@@ -37,3 +37,66 @@ fn htu_is_origin_plus_path_and_ignores_query_and_fragment() {
     assert!(!htu_matches("", o, "/accounts"));
     assert!(!htu_matches("https://api.bank.exampl\u{e9}/accounts", o, "/accounts"), "no panic on multibyte text");
 }
+
+/// Counts signature checks and refuses them all.
+struct CountingVerifier(std::cell::Cell<usize>);
+
+impl SignatureVerifier for CountingVerifier {
+    fn verify(
+        &self,
+        _: &crate::jwt::keys::VerificationKey,
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<bool, crate::jwt::verifier::VerifierFault> {
+        self.0.set(self.0.get() + 1);
+        Ok(false)
+    }
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+}
+
+#[test]
+fn a_proof_that_fails_a_cheap_check_costs_no_signature_check() {
+    use crate::mint::{dpop_jwk, dpop_proof, sign_jws, SigningKey};
+    let policy = crate::testkit::policy();
+    let settings = policy.dpop.as_ref().unwrap();
+    let key = SigningKey::es256_from_bytes(&[61u8; 32]).unwrap();
+    let jkt = jwk_thumbprint(dpop_jwk(&key).as_object().unwrap()).unwrap();
+    let url = "https://api.bank.example/domestic-vrps";
+    let now = crate::testkit::NOW;
+    let request = ProofContext { method: "POST", path: "/domestic-vrps", access_token: "tok", jkt: &jkt, now };
+    // A throwaway RSA key whose thumbprint is not the token's: refused on the thumbprint, unverified.
+    let throwaway =
+        SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-ps256.pem"), crate::jwt::keys::Alg::PS256)
+            .unwrap();
+    let cases = [
+        ("wrong htm", dpop_proof(&key, "GET", url, "tok", now, "a"), Reason::DpopHtmMismatch),
+        (
+            "wrong htu",
+            dpop_proof(&key, "POST", "https://evil.example/domestic-vrps", "tok", now, "b"),
+            Reason::DpopHtuMismatch,
+        ),
+        ("stale iat", dpop_proof(&key, "POST", url, "tok", now - 3600, "c"), Reason::DpopIatInvalid),
+        ("wrong ath", dpop_proof(&key, "POST", url, "other", now, "d"), Reason::DpopAthMismatch),
+        ("another key", dpop_proof(&throwaway, "POST", url, "tok", now, "e"), Reason::DpopKeyMismatch),
+        (
+            "no claims",
+            sign_jws(
+                &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": dpop_jwk(&key)}),
+                &serde_json::json!({}),
+                &key,
+            ),
+            Reason::DpopProofMalformed,
+        ),
+    ];
+    let verifier = CountingVerifier(std::cell::Cell::new(0));
+    for (name, proof, want) in cases {
+        assert_eq!(check_proof(settings, &proof, &request, &verifier).err(), Some(want), "{name}");
+    }
+    assert_eq!(verifier.0.get(), 0, "a signature was checked for a proof that failed a cheap check");
+    // A proof that passes every cheap check is verified (and here refused by the verifier).
+    let good = dpop_proof(&key, "POST", url, "tok", now, "f");
+    assert_eq!(check_proof(settings, &good, &request, &verifier).err(), Some(Reason::DpopSignatureInvalid));
+    assert_eq!(verifier.0.get(), 1);
+}

@@ -152,6 +152,9 @@ fn listener(name: &str, port: u16, transport: &str, l: &EnvoyLayout, first: bool
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
+          # Clients are external: Envoy sets the x-forwarded-for it trusts and its own x-request-id
+          # (a client's can carry anything, and fan-out calls repeat it).
+          use_remote_address: true
           # Normalise before the filter matches routes; the filter still refuses what is left ambiguous.
           normalize_path: true
           merge_slashes: true

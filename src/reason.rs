@@ -56,6 +56,7 @@ reasons! {
     // Request shape and routing.
     RouteUnmatched => ("route_unmatched", 403, None, "no route in the policy matches this method and path"),
     PathAmbiguous => ("path_ambiguous", 400, InvalidRequest, "path has encoded slashes, dot segments or other ambiguities"),
+    MethodOverride => ("method_override", 400, InvalidRequest, "method-override headers (X-HTTP-Method-Override and the like) are refused: the policy decides on the request's own method"),
     // Credential extraction.
     TokenMissing => ("token_missing", 401, Bare, "no access token was presented"),
     AuthSchemeUnsupported => ("auth_scheme_unsupported", 401, Bare, "the Authorization scheme is not Bearer"),

@@ -140,6 +140,7 @@ pub fn decide_with_consent(
         dpop: &[],
         peer: None,
         now: NOW,
+        method_override: false,
     };
     match engine.decide(&facts) {
         Decision::Allow(a) => Ok(a.route.id.clone()),

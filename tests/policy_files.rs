@@ -224,6 +224,7 @@ fn decide(
         dpop: &[],
         peer: None,
         now,
+        method_override: false,
     };
     match engine.decide(&facts) {
         nhi_guard::Decision::Allow(_) => Ok(()),

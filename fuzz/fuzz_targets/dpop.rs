@@ -49,7 +49,7 @@ fn run(engine: &mut Engine, auth: &str, data: &[u8]) {
         consent: &[],
         dpop: &[proof],
         peer,
-        now: NOW,
+        now: NOW, method_override: false,
     };
     let _ = engine.decide(&facts);
 }

@@ -17,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
     let path = std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("/");
     let auth = parts.next().unwrap_or_default();
     let consent = parts.next().unwrap_or_default();
-    let facts = RequestFacts { method, path, authorization: &[auth], consent: &[consent], dpop: &[], peer: None, now: 1_795_478_400 };
+    let facts = RequestFacts { method, path, authorization: &[auth], consent: &[consent], dpop: &[], peer: None, now: 1_795_478_400, method_override: false };
     let _ = engine.decide(&facts);
 });

@@ -6,9 +6,9 @@
 
 use super::metrics::Metrics;
 use super::{headers, log};
-use crate::audit::{self, AuditContext, Outcome, Stream};
+use crate::audit::{self, AuditContext, IdSource, Outcome, Stream};
 use crate::credentials::{parse_hex_digest, PeerCertificate};
-use crate::decision::{Deny, IDENTITY_HEADER_PREFIX};
+use crate::decision::{Deny, IDENTITY_HEADER_PREFIX, METHOD_OVERRIDE_HEADERS};
 use crate::header_map;
 use crate::policy::{AuditLog, Policy};
 use crate::shared_state::{decode_status, SourceKeys};
@@ -87,13 +87,19 @@ pub struct RequestContext {
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     sources: Rc<WorkerSources>,
+    ids: Rc<RefCell<IdSource>>,
     /// The interaction id to echo on the response.
     interaction_id: Option<String>,
 }
 
 impl RequestContext {
-    pub fn new(engine: Option<Rc<RefCell<Engine>>>, metrics: Option<Rc<Metrics>>, sources: Rc<WorkerSources>) -> Self {
-        RequestContext { engine, metrics, sources, interaction_id: None }
+    pub fn new(
+        engine: Option<Rc<RefCell<Engine>>>,
+        metrics: Option<Rc<Metrics>>,
+        sources: Rc<WorkerSources>,
+        ids: Rc<RefCell<IdSource>>,
+    ) -> Self {
+        RequestContext { engine, metrics, sources, ids, interaction_id: None }
     }
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
@@ -119,11 +125,9 @@ impl RequestContext {
     }
 }
 
-/// A client-sent interaction id we can echo safely (FAPI: a UUID; we accept 1-64 of [A-Za-z0-9-]).
+/// A client-sent interaction id we echo: FAPI's is an RFC 4122 UUID; anything else is replaced.
 fn valid_interaction_id(v: &[u8]) -> Option<&str> {
-    (!v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'))
-        .then(|| text(v))
-        .flatten()
+    audit::is_uuid(v).then(|| text(v)).flatten()
 }
 
 impl Context for RequestContext {}
@@ -148,6 +152,7 @@ impl HttpContext for RequestContext {
         let mut consent: Vec<&[u8]> = Vec::new();
         let mut dpop: Vec<&[u8]> = Vec::new();
         let mut removed_spoofed = true;
+        let mut method_override = false;
         for (name, value) in header_map::pairs(&serialized) {
             match name {
                 b":method" => method = text(value).unwrap_or(""),
@@ -156,6 +161,7 @@ impl HttpContext for RequestContext {
                 b"x-fapi-interaction-id" => interaction = valid_interaction_id(value),
                 b"authorization" => authorization.push(value),
                 b"dpop" => dpop.push(value),
+                n if METHOD_OVERRIDE_HEADERS.iter().any(|h| h.as_bytes() == n) => method_override = true,
                 n if n == consent_header => consent.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => {
                     removed_spoofed &=
@@ -164,12 +170,13 @@ impl HttpContext for RequestContext {
                 _ => {}
             }
         }
-        // Echo the client's interaction id, or give the request Envoy's UUID as one (upstream too).
+        // Echo the client's interaction id, or give the request a new UUID as one (upstream too).
         let interaction_id = match interaction {
             Some(id) => id.to_string(),
             None => {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, INTERACTION_ID, Some(request_id));
-                request_id.to_string()
+                let id = self.ids.borrow_mut().uuid();
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, INTERACTION_ID, Some(&id));
+                id
             }
         };
         self.interaction_id = Some(interaction_id);
@@ -191,8 +198,16 @@ impl HttpContext for RequestContext {
             }
             None => None,
         };
-        let facts =
-            RequestFacts { method, path, authorization: &authorization, consent: &consent, dpop: &dpop, peer, now };
+        let facts = RequestFacts {
+            method,
+            path,
+            authorization: &authorization,
+            consent: &consent,
+            dpop: &dpop,
+            peer,
+            now,
+            method_override,
+        };
         let action = self.decide_and_apply(&mut engine, &facts, request_id, now_ms);
         // A refusal for a kid this worker lacks asks for a refetch now, not on the next request.
         self.sources.ask_refetches(&mut engine, now_ms);
@@ -216,7 +231,7 @@ impl RequestContext {
             Decision::Deny(d) if d.enforced(policy) => Outcome::Deny,
             Decision::Deny(_) => Outcome::WouldDeny,
         };
-        let decision_id = audit::decision_id(request_id, now_ms);
+        let decision_id = self.ids.borrow_mut().decision_id();
         let ctx = AuditContext {
             decision_id: &decision_id,
             time_ms: now_ms,
@@ -279,7 +294,7 @@ impl RequestContext {
                     reason.status(),
                     route.map_or("-", |r| r.id.as_str()),
                     client.map_or("-", |c| c.id.as_str()),
-                    ctx.request_id,
+                    audit::log_value(ctx.request_id),
                     ctx.decision_id,
                 ),
             );

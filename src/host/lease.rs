@@ -14,14 +14,9 @@ pub struct LeaseHolder {
 }
 
 impl LeaseHolder {
-    /// A random id from the VM's random source (WASI `random_get`), mixed with the clock and the
-    /// context id, so the root contexts of every worker and plugin differ.
+    /// A random id, so the root contexts of every worker and plugin differ.
     pub fn new(context_id: u32) -> LeaseHolder {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(context_id);
-        h.write_i64(super::now_ms().unwrap_or(0));
-        LeaseHolder { me: h.finish().max(1) }
+        LeaseHolder { me: super::random_u64(context_id).max(1) }
     }
 
     /// Takes or renews the lease at `key`; true while this context holds it. A host error means

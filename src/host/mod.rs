@@ -36,3 +36,13 @@ fn now_ms() -> Option<i64> {
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_millis()).ok()
 }
+
+/// 64 random bits from the VM's random source (WASI `random_get`, through std's hasher keys), mixed
+/// with the clock and a context id so that even a host with a weak source gives each context its own.
+fn random_u64(context_id: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(context_id);
+    h.write_i64(now_ms().unwrap_or(0));
+    h.finish()
+}

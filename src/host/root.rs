@@ -11,6 +11,7 @@ use super::lease::LeaseHolder;
 use super::log;
 use super::metrics::Metrics;
 use super::replay::SharedReplayCache;
+use crate::audit::IdSource;
 use crate::jwt::native::{ForeignFunction, HostSignatureVerifier};
 use crate::jwt::verifier::{PureRust, SignatureVerifier};
 use crate::policy::{Policy, SignatureBackend};
@@ -25,6 +26,7 @@ const SOURCE: &str = "envoy.filters.http.wasm configuration (nhi-guard policy)";
 
 pub struct Root {
     lease: LeaseHolder,
+    ids: Rc<RefCell<IdSource>>,
     engine: Option<Rc<RefCell<Engine>>>,
     metrics: Option<Rc<Metrics>>,
     feed: Option<FeedPoller>,
@@ -36,6 +38,7 @@ impl Root {
     pub fn new(context_id: u32) -> Root {
         Root {
             lease: LeaseHolder::new(context_id),
+            ids: Rc::new(RefCell::new(IdSource::new(super::random_u64(context_id)))),
             engine: None,
             metrics: None,
             feed: None,
@@ -162,7 +165,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestContext::new(self.engine.clone(), self.metrics.clone(), self.sources.clone())))
+        Some(Box::new(RequestContext::new(
+            self.engine.clone(),
+            self.metrics.clone(),
+            self.sources.clone(),
+            self.ids.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -43,8 +43,11 @@ fn each_decision_writes_its_streams_without_tokens_or_raw_subjects() {
     );
     assert_eq!(denied.status, 403);
     let generated = denied.header("x-fapi-interaction-id").unwrap_or("").to_string();
-    assert_eq!(generated.len(), 36, "a UUID is generated when the client sends none: {:?}", denied.headers);
-    assert_eq!(denied.json()["request_id"].as_str(), Some(generated.as_str()));
+    assert!(
+        nhi_guard::audit::is_uuid(generated.as_bytes()),
+        "a UUID is generated when the client sends none: {:?}",
+        denied.headers
+    );
 
     let tokens = audit_lines(&envoy, "token", 2);
     let consents = audit_lines(&envoy, "consent", 2);
@@ -113,4 +116,46 @@ fn dry_run_decides_counts_and_logs_but_lets_requests_through() {
     let everywhere = Envoy::start(&doc.to_string());
     let r = everywhere.send("GET", "/admin/users", &[]);
     assert_eq!((r.status, r.upstream_header("x-nhi-would-deny").as_deref()), (200, Some("route_unmatched")));
+}
+
+#[test]
+fn client_request_ids_cannot_forge_log_fields_or_decision_ids() {
+    let envoy = Envoy::start(&example_policy());
+    let evil = "evil decision_id=forged reason=allow";
+    let offboarded = bearer(&token(&claims("quickloans-app", "accounts")));
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let r = envoy.send(
+            "GET",
+            "/accounts/22289/balances",
+            &[("authorization", &offboarded), ("x-request-id", evil), ("x-fapi-interaction-id", "not-a-uuid")],
+        );
+        assert_eq!(r.status, 403);
+        // A malformed interaction id is replaced by a generated UUID, never the client's request id.
+        let interaction = r.header("x-fapi-interaction-id").unwrap_or("").to_string();
+        assert!(nhi_guard::audit::is_uuid(interaction.as_bytes()), "{interaction:?}");
+        assert_eq!(interaction.as_bytes()[14], b'4', "a version 4 UUID: {interaction}");
+        ids.insert(interaction);
+    }
+    assert_eq!(ids.len(), 60, "interaction ids repeat");
+    let decisions: std::collections::HashSet<String> =
+        audit_lines(&envoy, "token", 60).iter().filter_map(|e| e["decision_id"].as_str().map(String::from)).collect();
+    assert_eq!(decisions.len(), 60, "60 decisions with one x-request-id must have 60 decision ids");
+    // The deny line quotes what the client sent: no field can be forged.
+    let log = envoy.log_with("partner_offboarded");
+    let line = log.lines().find(|l| l.contains("nhi-guard deny reason=partner_offboarded")).unwrap_or("");
+    assert_eq!(line.matches("decision_id=").count(), 1, "{line}");
+    assert!(!line.contains("request_id=evil"), "{line}");
+    // Allowed requests reach the upstream with a request id Envoy made, not the client's.
+    let ok = envoy.send(
+        "GET",
+        "/accounts/22289/balances",
+        &[("authorization", &bearer(&token(&claims("moneywise-app", "accounts")))), ("x-request-id", evil)],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_ne!(
+        ok.upstream_header("x-request-id").as_deref(),
+        Some(evil),
+        "the client's x-request-id reached the upstream"
+    );
 }

@@ -384,3 +384,17 @@ fn non_utf8_header_values_are_decided_not_crashed_on() {
     assert_eq!(envoy.send("GET", "/accounts", &[("authorization", &good)]).status, 200);
     assert_eq!(envoy.send("GET", "/accounts", &[]).reason(), "token_missing");
 }
+
+#[test]
+fn method_override_headers_are_refused() {
+    let envoy = Envoy::start(&example_policy());
+    let t = bearer(&token(&claims("moneywise-app", "accounts")));
+    let plain = envoy.send("GET", "/accounts/22289/balances", &[("authorization", &t)]);
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    for header in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+        let r = envoy.send("GET", "/accounts/22289/balances", &[("authorization", &t), (header, "DELETE")]);
+        assert_eq!((r.status, r.reason().as_str()), (400, "method_override"), "{header}: {}", r.body);
+        assert!(r.upstream_header("x-nhi-client").is_none(), "{header} reached the upstream");
+    }
+    assert_eq!(envoy.counter("nhi_guard.denied.method_override"), 3);
+}
