@@ -107,7 +107,8 @@ impl Engine {
         let authenticator = Authenticator::new(&policy);
         let consents = ConsentVerifier::new(&policy);
         let buckets = policy.dpop.as_ref().map_or(16, |d| d.replay_cache_buckets);
-        let replay = Box::new(LocalReplayCache::new(buckets));
+        // Tests and native use; the filter's host shell puts in the shared cache with a random secret.
+        let replay = Box::new(LocalReplayCache::new(buckets, [0; 32]));
         Engine { policy, verifier, authenticator, consents, revocation: RevocationState::default(), replay }
     }
 

@@ -31,10 +31,12 @@ struct ProofClaims {
     ath: Option<String>,
 }
 
-/// A verified proof's identity for the replay cache: a digest of its `jti`, and until when it
-/// must be remembered (after that its `iat` is outside the window anyway).
+/// A verified proof's identity for the replay cache: digests of its key (the token's `cnf.jkt`)
+/// and its `jti`, and until when it must be remembered (after that its `iat` is outside the window
+/// anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProofId {
+    pub key_digest: [u8; 16],
     pub jti_digest: [u8; 16],
     pub remember_until: i64,
 }
@@ -111,10 +113,16 @@ pub fn check_proof(
         Ok(false) => return Err(Reason::DpopSignatureInvalid),
         Err(_) => return Err(Reason::VerifierError),
     }
-    let digest = Sha256::digest(jti.as_bytes());
-    let mut jti_digest = [0u8; 16];
-    jti_digest.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-    Ok(ProofId { jti_digest, remember_until: iat.0.saturating_add(settings.iat_window).saturating_add(5) })
+    let digest16 = |bytes: &[u8]| {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(Sha256::digest(bytes).get(..16).unwrap_or(&[0u8; 16]));
+        out
+    };
+    Ok(ProofId {
+        key_digest: digest16(request.jkt.as_bytes()),
+        jti_digest: digest16(jti.as_bytes()),
+        remember_until: iat.0.saturating_add(settings.iat_window).saturating_add(5),
+    })
 }
 
 /// `htu` must be the configured origin plus the path. Scheme and host compare case-insensitively

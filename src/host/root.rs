@@ -25,6 +25,7 @@ use std::rc::Rc;
 const SOURCE: &str = "envoy.filters.http.wasm configuration (nhi-guard policy)";
 
 pub struct Root {
+    context_id: u32,
     lease: LeaseHolder,
     ids: Rc<RefCell<IdSource>>,
     engine: Option<Rc<RefCell<Engine>>>,
@@ -37,6 +38,7 @@ pub struct Root {
 impl Root {
     pub fn new(context_id: u32) -> Root {
         Root {
+            context_id,
             lease: LeaseHolder::new(context_id),
             ids: Rc::new(RefCell::new(IdSource::new(super::random_u64(context_id)))),
             engine: None,
@@ -147,7 +149,7 @@ impl RootContext for Root {
         );
         let mut engine = Engine::new(policy.clone(), verifier);
         if let Some(dpop) = &policy.dpop {
-            engine.set_replay_guard(Box::new(SharedReplayCache::new(dpop.replay_cache_buckets)));
+            engine.set_replay_guard(Box::new(SharedReplayCache::new(dpop.replay_cache_buckets, self.context_id)));
         }
         self.engine = Some(Rc::new(RefCell::new(engine)));
         self.metrics = Some(metrics);
