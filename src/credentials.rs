@@ -40,12 +40,7 @@ pub fn parse_hex_digest(hex: &[u8]) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        };
+        let nibble = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
         *out.get_mut(i)? = nibble(*pair.first()?)? << 4 | nibble(*pair.get(1)?)?;
     }
     Some(out)

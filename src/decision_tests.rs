@@ -646,6 +646,20 @@ fn overdue_reviews_deny_only_when_the_policy_enforces_them() {
 }
 
 #[test]
+fn extreme_token_times_are_refused_without_overflow() {
+    // exp - iat would overflow: i64::MAX minus a negative iat. Signed, so only arithmetic stops it.
+    let mut e = engine();
+    for (exp, iat) in [(i64::MAX, -1), (i64::MAX, i64::MIN), (NOW + 60, i64::MIN)] {
+        let mut c = claims("moneywise-app", "accounts");
+        c["exp"] = json!(exp);
+        c["iat"] = json!(iat);
+        let t = bearer(&token(&c));
+        let got = decide(&mut e, "GET", "/accounts", &[&t]);
+        assert!(got.is_err(), "exp {exp} iat {iat} was allowed");
+    }
+}
+
+#[test]
 fn method_override_headers_are_refused_whatever_the_token_allows() {
     let mut e = engine();
     let t = bearer(&token(&claims("moneywise-app", "accounts")));

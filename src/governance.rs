@@ -103,7 +103,7 @@ pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
             }
         }
         let max_days = policy.governance.max_registration_days;
-        if c.expires - now > max_days * day {
+        if c.expires.saturating_sub(now) > max_days.saturating_mul(day) {
             out.push(finding(
                 Severity::Warning,
                 "long_lived_identity",
@@ -206,7 +206,7 @@ pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
 fn review(out: &mut Vec<Finding>, subject: String, last: Option<i64>, cadence_days: i64, now: i64) {
     match last {
         None => out.push(finding(Severity::Warning, "never_reviewed", subject, "has no last_reviewed date".into())),
-        Some(t) if now > t + cadence_days * 86_400 => out.push(finding(
+        Some(t) if now > t.saturating_add(cadence_days.saturating_mul(86_400)) => out.push(finding(
             Severity::Warning,
             "review_overdue",
             subject,
@@ -258,7 +258,9 @@ pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
                 scopes: Vec::new(),
                 expires: Some(format_rfc3339(p.contract_end)),
                 last_reviewed: fmt(p.last_reviewed),
-                review_due: fmt(p.last_reviewed.map(|t| t + policy.governance.cadence_days(None) * 86_400)),
+                review_due: fmt(p
+                    .last_reviewed
+                    .map(|t| t.saturating_add(policy.governance.cadence_days(None).saturating_mul(86_400)))),
                 routes,
                 authentication: Vec::new(),
             }

@@ -31,13 +31,14 @@ impl<'a> Iterator for Pairs<'a> {
         if self.index >= self.count {
             return None;
         }
-        let sizes = 4 + self.index * 8;
-        let (name_len, value_len) = (read_u32(self.bytes, sizes)?, read_u32(self.bytes, sizes + 4)?);
+        // Offsets come from the host's buffer: every step is checked, a bad one ends the walk.
+        let sizes = self.index.checked_mul(8)?.checked_add(4)?;
+        let (name_len, value_len) = (read_u32(self.bytes, sizes)?, read_u32(self.bytes, sizes.checked_add(4)?)?);
         let name = self.bytes.get(self.data..self.data.checked_add(name_len)?)?;
-        let value_at = self.data + name_len + 1;
+        let value_at = self.data.checked_add(name_len)?.checked_add(1)?;
         let value = self.bytes.get(value_at..value_at.checked_add(value_len)?)?;
-        self.data = value_at + value_len + 1;
-        self.index += 1;
+        self.data = value_at.checked_add(value_len)?.checked_add(1)?;
+        self.index = self.index.checked_add(1)?;
         Some((name, value))
     }
 }
@@ -45,10 +46,11 @@ impl<'a> Iterator for Pairs<'a> {
 /// Serializes pairs in the same layout (tests and fuzzing build inputs with it).
 pub fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(pairs.len()));
     for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
     }
     for (k, v) in pairs {
         out.extend_from_slice(k);

@@ -2,6 +2,12 @@
 //!
 //! The core (every module but `host`) is plain Rust: facts in, `Decision` out. `host` is the only
 //! code that talks to proxy-wasm, and exists only in the `wasm32-wasip1` filter build.
+//!
+//! Attacker-controlled numbers (token claims, host buffers, fetched documents) meet arithmetic,
+//! indexing and casts here: each must be checked, saturating or explained, never a panic or a
+//! silent wrap. Tests may do as they like.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
+#![cfg_attr(test, allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation))]
 
 pub mod audit;
 pub mod authority;
@@ -22,11 +28,15 @@ pub mod route;
 pub mod shared_state;
 pub mod timestamp;
 
+// Tools for people and tests, never on the request path: the core's arithmetic rules do not apply.
 #[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 pub mod echo;
 #[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 pub mod envoy_config;
 #[cfg(not(target_os = "wasi"))]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 pub mod mint;
 
 #[cfg(target_os = "wasi")]

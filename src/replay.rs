@@ -65,12 +65,15 @@ pub fn place(secret: &[u8], id: &ProofId, buckets: u32) -> Placement {
     let proof_mac = hmac_sha256::HMAC::mac(proof_input, secret);
     let word = |mac: &[u8; 32], at: usize| {
         let mut w = [0u8; 4];
-        w.copy_from_slice(mac.get(at..at + 4).unwrap_or(&[0; 4]));
+        w.copy_from_slice(mac.get(at..at.saturating_add(4)).unwrap_or(&[0; 4]));
         u32::from_le_bytes(w)
     };
     let buckets = buckets.max(1);
     let spread = CLIENT_BUCKETS.min(buckets);
-    let bucket = (word(&client_mac, 0) % buckets + word(&proof_mac, 0) % spread) % buckets;
+    // Both terms are below `buckets` (at most u32::MAX): their sum fits in u64.
+    let rem = |w: u32, n: u32| u64::from(w.checked_rem(n).unwrap_or(0));
+    let sum = rem(word(&client_mac, 0), buckets).saturating_add(rem(word(&proof_mac, 0), spread));
+    let bucket = u32::try_from(sum.checked_rem(u64::from(buckets)).unwrap_or(0)).unwrap_or(0);
     let mut client = [0u8; TAG_BYTES];
     client.copy_from_slice(client_mac.get(4..4 + TAG_BYTES).unwrap_or(&[0; TAG_BYTES]));
     let mut digest = [0u8; 16];
@@ -80,8 +83,8 @@ pub fn place(secret: &[u8], id: &ProofId, buckets: u32) -> Placement {
 
 /// The bucket after recording a placed proof: expired entries dropped, the proof appended.
 pub fn record_in_bucket(bucket: &[u8], p: &Placement, now: i64) -> Result<Vec<u8>, ReplayError> {
-    let mut out = Vec::with_capacity(bucket.len() + ENTRY_BYTES);
-    let mut share = 0;
+    let mut out = Vec::with_capacity(bucket.len().saturating_add(ENTRY_BYTES));
+    let mut share: usize = 0;
     for entry in bucket.chunks_exact(ENTRY_BYTES) {
         let (client, rest) = entry.split_at(TAG_BYTES);
         let (digest, until) = rest.split_at(16);
@@ -93,7 +96,7 @@ pub fn record_in_bucket(bucket: &[u8], p: &Placement, now: i64) -> Result<Vec<u8
             return Err(ReplayError::Replayed);
         }
         if client == p.client {
-            share += 1;
+            share = share.saturating_add(1);
         }
         out.extend_from_slice(entry);
     }

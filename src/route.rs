@@ -67,10 +67,10 @@ impl PathTemplate {
         if rest.is_empty() {
             return self.segments.is_empty();
         }
-        let mut count = 0;
+        let mut count: usize = 0;
         let mut tpl = self.segments.iter();
         for seg in rest.split('/') {
-            count += 1;
+            count = count.saturating_add(1);
             match tpl.next() {
                 Some(Segment::Literal(l)) if l == seg => {}
                 Some(Segment::Param(_)) if !seg.is_empty() => {}
@@ -143,7 +143,7 @@ impl<R> RouteTable<R> {
     /// Builds the table. Errors name the two colliding indexes (in insertion order).
     pub fn build(routes: Vec<(PathTemplate, Vec<String>, R)>) -> Result<RouteTable<R>, (usize, usize)> {
         for (i, (ti, mi, _)) in routes.iter().enumerate() {
-            for (j, (tj, mj, _)) in routes.iter().enumerate().skip(i + 1) {
+            for (j, (tj, mj, _)) in routes.iter().enumerate().skip(i.saturating_add(1)) {
                 if ti.shape() == tj.shape() && mi.iter().any(|m| mj.contains(m)) {
                     return Err((i, j));
                 }

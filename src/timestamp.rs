@@ -4,6 +4,9 @@
 //! open whether a contract ends at the start or the end of that day, and a bank should say which.
 
 /// Parses an RFC 3339 date-time into Unix seconds. Fractions are truncated.
+// Every field is at most four digits (the year) and checked for range before use: no sum or
+// product here comes near i64's limits.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20 {
@@ -65,8 +68,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset)
 }
 
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+/// The instants RFC 3339's four-digit years can spell: 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+const FORMATTABLE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (clamped to the four-digit years).
 pub fn format_rfc3339(unix: i64) -> String {
+    let unix = unix.clamp(*FORMATTABLE.start(), *FORMATTABLE.end());
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -76,6 +83,7 @@ pub fn format_rfc3339(unix: i64) -> String {
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339_ms(unix_ms: i64) -> String {
     let secs = format_rfc3339(unix_ms.div_euclid(1000));
+    // rem_euclid(1000) is below 1000: the only arithmetic left is in the format string.
     format!("{}.{:03}Z", secs.trim_end_matches('Z'), unix_ms.rem_euclid(1000))
 }
 
@@ -92,7 +100,10 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     }
 }
 
-// Howard Hinnant's civil-date algorithms: exact for the proleptic Gregorian calendar.
+// Howard Hinnant's civil-date algorithms: exact for the proleptic Gregorian calendar. Their inputs
+// are bounded (four-digit years from the parser, clamped instants from the formatter), so the
+// arithmetic stays far inside i64.
+#[allow(clippy::arithmetic_side_effects)]
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -103,6 +114,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+#[allow(clippy::arithmetic_side_effects)] // see days_from_civil
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

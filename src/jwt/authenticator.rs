@@ -274,7 +274,8 @@ pub fn check_times(t: &VerifiedToken, skew: i64, route: &RouteRule, now: i64) ->
     if t.iat > now.saturating_add(skew) {
         return Err(Reason::TokenIssuedInFuture);
     }
-    if t.exp - t.iat > route.max_token_lifetime {
+    // Claims come from the token: exp = i64::MAX with a negative iat must not overflow.
+    if t.exp.saturating_sub(t.iat) > route.max_token_lifetime {
         return Err(Reason::TokenLifetimeTooLong);
     }
     if now.saturating_sub(t.iat) > route.max_token_age {

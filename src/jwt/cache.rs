@@ -140,7 +140,7 @@ impl<V> JwsCaches<V> {
                 Ok(rc)
             }
             Ok(false) => {
-                self.forged.insert(text, forged, now + FORGED_TTL);
+                self.forged.insert(text, forged, now.saturating_add(FORGED_TTL));
                 Err(forged)
             }
             Err(_) => Err(Reason::VerifierError),

@@ -23,6 +23,8 @@ impl<'de> Deserialize<'de> for NumericDate {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
                 if v.is_finite() && v.abs() < 1e15 {
+                    // In range by the check above: the cast is exact for whole numbers below 2^53.
+                    #[allow(clippy::cast_possible_truncation)]
                     Ok(NumericDate(v.floor() as i64))
                 } else {
                     Err(E::custom("date out of range"))

@@ -43,21 +43,21 @@ pub fn parse_fetched(body: &[u8], policy: &Policy, issuer: &Issuer) -> Result<Fe
         return Err(format!("JWKS holds {} keys; more than {MAX_JWKS_KEYS} is refused", set.keys.len()));
     }
     let mut keys: Vec<VerificationKey> = Vec::new();
-    let mut skipped = 0;
+    let mut skipped: usize = 0;
     for (i, value) in set.keys.into_iter().enumerate() {
         let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("keys[{i}] is not a JWK: {e}"))?;
         if jwk.d.is_some() || jwk.p.is_some() || jwk.q.is_some() {
             return Err(format!("keys[{i}] holds private key material; refusing the whole document"));
         }
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-            skipped += 1;
+            skipped = skipped.saturating_add(1);
             continue;
         }
         let key = match jwk.to_key() {
             Ok(k) if issuer.algorithms.contains(&k.alg) => k,
             // Unsupported types, RSA keys without a pinned alg, algorithms this issuer does not allow.
             _ => {
-                skipped += 1;
+                skipped = skipped.saturating_add(1);
                 continue;
             }
         };

@@ -58,6 +58,7 @@ pub fn decode<C: DeserializeOwned>(token: &str) -> Result<Jws<'_, C>, JwsError> 
     let payload = base64url::decode(p.as_bytes()).ok_or(JwsError::Malformed)?;
     let claims: C = serde_json::from_slice(&payload).map_err(|_| JwsError::Malformed)?;
     let signature = base64url::decode(s.as_bytes()).ok_or(JwsError::Malformed)?;
-    let signing_input = token.get(..h.len() + 1 + p.len()).ok_or(JwsError::Malformed)?;
+    let end = h.len().checked_add(1).and_then(|n| n.checked_add(p.len())).ok_or(JwsError::Malformed)?;
+    let signing_input = token.get(..end).ok_or(JwsError::Malformed)?;
     Ok(Jws { header, claims, signing_input, signature })
 }

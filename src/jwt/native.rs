@@ -67,37 +67,20 @@ impl<F: ForeignFunction> SignatureVerifier for HostSignatureVerifier<F> {
 }
 
 /// Converts a JWS ES256 signature (r||s, 32 bytes each) to a DER ECDSA-Sig-Value with minimal
-/// INTEGER encodings, which is the only form BoringSSL accepts. `None` if the length is wrong.
+/// INTEGER encodings, which is the only form BoringSSL accepts (p256 does the encoding). `None` if
+/// the length is wrong or r or s is out of range (zero, or not below the group order): such a
+/// signature is invalid whatever the key.
 pub fn es256_to_der(signature: &[u8]) -> Option<Vec<u8>> {
-    if signature.len() != 64 {
-        return None;
-    }
-    let (r, s) = signature.split_at(32);
-    let int = |v: &[u8]| -> Vec<u8> {
-        let first = v.iter().position(|&b| b != 0).unwrap_or(v.len() - 1);
-        let digits = v.get(first..).unwrap_or(&[0]);
-        let mut out = Vec::with_capacity(digits.len() + 3);
-        out.push(0x02);
-        let pad = digits.first().is_some_and(|&b| b & 0x80 != 0);
-        out.push((digits.len() + usize::from(pad)) as u8);
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(digits);
-        out
-    };
-    let (ri, si) = (int(r), int(s));
-    let mut der = Vec::with_capacity(2 + ri.len() + si.len());
-    der.push(0x30);
-    der.push((ri.len() + si.len()) as u8);
-    der.extend_from_slice(&ri);
-    der.extend_from_slice(&si);
-    Some(der)
+    let signature = p256::ecdsa::Signature::from_slice(signature).ok()?;
+    Some(signature.to_der().as_bytes().to_vec())
 }
 
 /// Encodes `VerifySignatureArguments { hash_function=1; public_key=2; signature=3; text=4 }`.
 pub fn encode_arguments(hash: &str, public_key_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hash.len() + public_key_der.len() + signature.len() + text.len() + 16);
+    let size = [hash.len(), public_key_der.len(), signature.len(), text.len(), 16]
+        .iter()
+        .fold(0usize, |a, n| a.saturating_add(*n));
+    let mut out = Vec::with_capacity(size);
     for (tag, bytes) in [(0x0a, hash.as_bytes()), (0x12, public_key_der), (0x1a, signature), (0x22, text)] {
         out.push(tag);
         put_varint(&mut out, bytes.len() as u64);
@@ -135,10 +118,10 @@ pub fn decode_result(message: &[u8]) -> bool {
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.push(u8::try_from(v & 0x7f).unwrap_or(0) | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.push(u8::try_from(v).unwrap_or(0x7f));
 }
 
 fn get_varint(input: &mut &[u8]) -> Option<u64> {

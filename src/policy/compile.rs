@@ -204,6 +204,7 @@ impl Compiler {
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
         let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
         let revocation = doc.revocation.as_ref().map(|r| self.revocation(r));
+        self.governance(&doc.governance);
         Some(Policy {
             realm: doc.realm,
             max_token_bytes: s.max_token_bytes,
@@ -450,13 +451,13 @@ impl Compiler {
             self.err("revocation.timeout_ms", format!("is {}; choose 100 to 30000", d.timeout_ms));
         }
         let poll_seconds = i64::try_from(d.poll_interval_ms.div_ceil(1000)).unwrap_or(i64::MAX);
-        if d.max_staleness_seconds < 2 * poll_seconds || d.max_staleness_seconds > 3600 {
+        if d.max_staleness_seconds < poll_seconds.saturating_mul(2) || d.max_staleness_seconds > 3600 {
             self.err(
                 "revocation.max_staleness_seconds",
                 format!(
                     "is {}; choose at least two poll intervals ({}) and at most 3600",
                     d.max_staleness_seconds,
-                    2 * poll_seconds
+                    poll_seconds.saturating_mul(2)
                 ),
             );
         }
@@ -469,6 +470,46 @@ impl Compiler {
             poll_interval_ms: d.poll_interval_ms,
             timeout_ms: d.timeout_ms,
             max_staleness: d.max_staleness_seconds,
+        }
+    }
+
+    /// Governance numbers feed date arithmetic (review due dates, grace periods): keep them sane.
+    fn governance(&mut self, g: &super::Governance) {
+        let c = &g.review_cadence_days;
+        for (field, days) in [
+            ("partner", c.partner),
+            ("partner_app", c.partner_app),
+            ("service_account", c.service_account),
+            ("batch_job", c.batch_job),
+        ] {
+            if !(1..=3650).contains(&days) {
+                self.err(
+                    format!("governance.review_cadence_days.{field}"),
+                    format!("is {days}; choose 1 to 3650 days"),
+                );
+            }
+        }
+        let l = &g.max_token_lifetime_seconds;
+        for (field, secs) in
+            [("partner_app", l.partner_app), ("service_account", l.service_account), ("batch_job", l.batch_job)]
+        {
+            if !(1..=MAX_ROUTE_SECONDS).contains(&secs) {
+                self.err(
+                    format!("governance.max_token_lifetime_seconds.{field}"),
+                    format!("is {secs}; choose 1 to {MAX_ROUTE_SECONDS}"),
+                );
+            }
+        }
+        if let Some(grace) = g.enforce_review_grace_days {
+            if !(0..=365).contains(&grace) {
+                self.err("governance.enforce_review_grace_days", format!("is {grace}; choose 0 to 365 days"));
+            }
+        }
+        if !(1..=3650).contains(&g.max_registration_days) {
+            self.err(
+                "governance.max_registration_days",
+                format!("is {}; choose 1 to 3650 days", g.max_registration_days),
+            );
         }
     }
 
@@ -613,7 +654,8 @@ impl Compiler {
             self.scopes(&format!("{at}.scope_ceiling"), &d.scope_ceiling);
             let expires = self.time(format!("{at}.expires"), &d.expires);
             let last_reviewed = d.last_reviewed.as_ref().map(|t| self.time(format!("{at}.last_reviewed"), t));
-            let review_due = last_reviewed.map(|t| t + governance.cadence_days(Some(d.kind)) * 86_400);
+            let cadence = governance.cadence_days(Some(d.kind)).saturating_mul(86_400);
+            let review_due = last_reviewed.map(|t| t.saturating_add(cadence));
             let certificate_thumbprints = self.pins(&at, d, &mut spiffe_ids);
             let mut allowed_issuers = Vec::new();
             for (j, iss) in d.issuers.iter().enumerate() {

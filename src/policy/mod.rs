@@ -290,6 +290,36 @@ mod tests {
     }
 
     #[test]
+    fn governance_numbers_are_range_checked() {
+        let big = json!(i64::MAX / 1000);
+        expect(
+            |d| d["governance"]["review_cadence_days"]["partner"] = big.clone(),
+            "governance.review_cadence_days.partner",
+            "1 to 3650",
+        );
+        expect(
+            |d| d["governance"]["review_cadence_days"]["batch_job"] = json!(0),
+            "governance.review_cadence_days.batch_job",
+            "1 to 3650",
+        );
+        expect(
+            |d| d["governance"]["max_registration_days"] = json!(-5),
+            "governance.max_registration_days",
+            "1 to 3650",
+        );
+        expect(
+            |d| d["governance"]["enforce_review_grace_days"] = big.clone(),
+            "governance.enforce_review_grace_days",
+            "0 to 365",
+        );
+        expect(
+            |d| d["governance"]["max_token_lifetime_seconds"]["partner_app"] = json!(0),
+            "governance.max_token_lifetime_seconds.partner_app",
+            "choose 1",
+        );
+    }
+
+    #[test]
     fn the_example_policy_loads() {
         assert!(errors(|_| {}).is_empty());
     }
