@@ -24,6 +24,7 @@ struct FeedMetrics {
     older: Option<u32>,
     version: Option<u32>,
     age: Option<u32>,
+    refused_seconds: Option<u32>,
 }
 
 pub struct FeedPoller {
@@ -32,6 +33,8 @@ pub struct FeedPoller {
     fetch: Fetch,
     /// Whether this context held the lease at its last tick (a takeover fetches at once).
     holding: bool,
+    /// Since when (Unix s) the feed has answered but every document was refused, if it has.
+    refused_since: Option<i64>,
     next_due_ms: i64,
     metrics: FeedMetrics,
 }
@@ -43,6 +46,7 @@ impl FeedPoller {
             keys: SourceKeys::feed(feed),
             feed: feed.clone(),
             holding: false,
+            refused_since: None,
             next_due_ms: 0,
             metrics: FeedMetrics {
                 ok: define(MetricType::Counter, "nhi_guard.feed.fetch_ok"),
@@ -51,6 +55,7 @@ impl FeedPoller {
                 older: define(MetricType::Counter, "nhi_guard.feed.older_version_ignored"),
                 version: define(MetricType::Gauge, "nhi_guard.feed.version"),
                 age: define(MetricType::Gauge, "nhi_guard.feed.age_seconds"),
+                refused_seconds: define(MetricType::Gauge, "nhi_guard.feed.refused_seconds"),
             },
         }
     }
@@ -107,14 +112,8 @@ impl FeedPoller {
             Reply::Body(body, etag) => match RevocationSnapshot::parse(&body) {
                 Ok(s) if published.is_some_and(|(v, _)| s.version < v) => {
                     bump(self.metrics.older);
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "nhi-guard feed: ignored version {} older than {}",
-                            s.version,
-                            published.map_or(0, |(v, _)| v)
-                        ),
-                    );
+                    let current = published.map_or(0, |(v, _)| v);
+                    self.refused(now, &format!("version {} is older than the published {current}", s.version));
                 }
                 Ok(s) => {
                     if published.map(|(v, _)| v) != Some(s.version) {
@@ -130,17 +129,12 @@ impl FeedPoller {
                 }
                 Err(e) => {
                     bump(self.metrics.malformed);
-                    log(LogLevel::Warn, &format!("nhi-guard feed: {e}; keeping the last good version"));
+                    self.refused(now, &e);
                 }
             },
             Reply::TooLarge(size) => {
                 bump(self.metrics.malformed);
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "nhi-guard feed: document of {size} bytes refused unread (limit {MAX_FEED_BYTES}); keeping the last good version"
-                    ),
-                );
+                self.refused(now, &format!("document of {size} bytes refused unread (limit {MAX_FEED_BYTES})"));
             }
             Reply::Failed(why) => {
                 bump(self.metrics.failed);
@@ -150,8 +144,26 @@ impl FeedPoller {
         true
     }
 
+    /// The feed answered, but with a document that cannot be used (a rolled-back replica, a broken
+    /// writer). Fail closed stays right; silent is not: say how long it has lasted, and why.
+    fn refused(&mut self, now: i64, why: &str) {
+        let since = *self.refused_since.get_or_insert(now);
+        let seconds = now.saturating_sub(since);
+        record(self.metrics.refused_seconds, u64::try_from(seconds).unwrap_or(0));
+        log(
+            LogLevel::Warn,
+            &format!(
+                "nhi-guard feed: reachable, but its document has been refused for {seconds} s: {why}; keeping the last \
+                 good version (routes needing fresh revocation data fail closed once it is older than {} s)",
+                self.feed.max_staleness
+            ),
+        );
+    }
+
     /// `version` is confirmed as of `now`: publish the status workers read.
     fn confirm(&mut self, version: Option<u64>, now: i64) {
+        self.refused_since = None;
+        record(self.metrics.refused_seconds, 0);
         let Some(version) = version else { return };
         if hostcalls::set_shared_data(&self.keys.status, Some(&encode_status(version, now)), None).is_ok() {
             bump(self.metrics.ok);

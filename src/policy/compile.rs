@@ -17,6 +17,9 @@ use std::collections::{HashMap, HashSet};
 
 /// Largest clock skew accepted (FAPI 2.0: reject more than 60 s ahead).
 pub const MAX_CLOCK_SKEW: i64 = 60;
+/// Most token text one cache pair (verified + forged) may hold per worker:
+/// `(token_cache_entries + negative_cache_entries) * max_token_bytes`.
+pub const MAX_CACHED_TOKEN_BYTES: usize = 64 << 20;
 /// Route limits beyond a day are a sign of a long-lived credential, not a short-lived token.
 pub const MAX_ROUTE_SECONDS: i64 = 86_400;
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -185,6 +188,20 @@ impl Compiler {
         }
         if s.token_cache_entries > 1_000_000 || s.negative_cache_entries > 1_000_000 {
             self.err("settings", "cache sizes above 1000000 entries per worker are refused; memory grows with them");
+        }
+        // Cached tokens are kept whole: the product bounds memory. Two such cache pairs per worker
+        // (access tokens, consent artefacts): at most 2 x MAX_CACHED_TOKEN_BYTES of token text.
+        let cached = s.token_cache_entries.saturating_add(s.negative_cache_entries).saturating_mul(s.max_token_bytes);
+        if cached > MAX_CACHED_TOKEN_BYTES {
+            self.err(
+                "settings.token_cache_entries",
+                format!(
+                    "with negative_cache_entries and max_token_bytes allows {} MiB of cached tokens per worker and cache; \
+                     the limit is {} MiB: lower the entries or max_token_bytes",
+                    cached >> 20,
+                    MAX_CACHED_TOKEN_BYTES >> 20
+                ),
+            );
         }
         if doc.issuers.is_empty() {
             self.err("issuers", "is empty; add the authorization server that issues access tokens");

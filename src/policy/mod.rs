@@ -290,6 +290,20 @@ mod tests {
     }
 
     #[test]
+    fn cache_memory_is_bounded_by_the_product_of_entries_and_token_size() {
+        expect(
+            |d| {
+                d["settings"]["token_cache_entries"] = json!(1_000_000);
+                d["settings"]["max_token_bytes"] = json!(65_536);
+            },
+            "settings.token_cache_entries",
+            "the limit is 64 MiB",
+        );
+        expect(|d| d["settings"]["negative_cache_entries"] = json!(20_000), "settings.token_cache_entries", "MiB");
+        assert!(errors(|d| d["settings"]["token_cache_entries"] = json!(10_000)).is_empty(), "40 MiB is fine");
+    }
+
+    #[test]
     fn governance_numbers_are_range_checked() {
         let big = json!(i64::MAX / 1000);
         expect(

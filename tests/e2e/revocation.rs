@@ -139,3 +139,26 @@ fn routes_may_opt_out_of_fresh_revocation_data() {
     assert_eq!(ledger.status, 200, "{}", ledger.body);
     assert_eq!(outcome(&balances(&envoy, &token(&claims("moneywise-app", "accounts")))), "revocation_stale");
 }
+
+#[test]
+fn a_feed_that_answers_with_refused_documents_says_so_before_it_goes_stale() {
+    // A rolled-back feed replica serves an older version: refused, counted, and logged with how long.
+    let envoy = Envoy::start(&fast_policy(500, 3));
+    envoy.set_feed(200, feed_document(7, json!({})));
+    assert!(envoy.wait_until(Duration::from_secs(5), || envoy.counter("nhi_guard.feed.version") == 7).is_some());
+    envoy.set_feed(200, feed_document(5, json!({})));
+    let t = token(&claims("moneywise-app", "accounts"));
+    let noticed = envoy.wait_until(Duration::from_secs(5), || envoy.counter("nhi_guard.feed.refused_seconds") >= 1);
+    assert!(noticed.is_some(), "no refused_seconds gauge:\n{}", envoy.log());
+    let log = envoy.log_with("document has been refused for");
+    assert!(
+        log.contains("reachable, but its document has been refused for") && log.contains("older than the published 7"),
+        "{log}"
+    );
+    let stale = envoy.wait_until(Duration::from_secs(8), || outcome(&balances(&envoy, &t)) == "revocation_stale");
+    assert!(stale.is_some(), "refused documents must not keep the feed fresh");
+    // A good document again: the gauge drops to zero and requests pass.
+    envoy.set_feed(200, feed_document(8, json!({})));
+    assert!(envoy.wait_until(Duration::from_secs(5), || outcome(&balances(&envoy, &t)) == "allowed").is_some());
+    assert_eq!(envoy.counter("nhi_guard.feed.refused_seconds"), 0);
+}
