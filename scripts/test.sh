@@ -15,6 +15,8 @@ cargo clippy --quiet --lib --target wasm32-wasip1 -- -D warnings
 step "build the filter (wasm32-wasip1, release)"
 cargo build --quiet --release --lib --target wasm32-wasip1
 ls -l target/wasm32-wasip1/release/nhi_guard.wasm
+# A test-only module that can be made to trap (feature test-trap), for the after-a-trap test; never shipped.
+cargo build --quiet --release --lib --target wasm32-wasip1 --features test-trap --target-dir target/trap
 
 step "core, CLI and end-to-end tests (native; e2e drives the real Envoy)"
 cargo test --quiet

@@ -43,11 +43,20 @@ pub struct PluginSettings {
     pub vm_id: String,
     /// Host environment variables the VM may read (`settings.audit_subject_key_env`).
     pub env_keys: Vec<String>,
+    /// What Envoy does when the VM fails. `FAIL_RELOAD` (the default): the worker refuses requests
+    /// (503) until a new VM is loaded, about a second later, which then decides them; `FAIL_CLOSED`
+    /// refuses them until Envoy restarts. Neither ever passes a request unchecked (tested).
+    pub failure_policy: String,
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
-        PluginSettings { filter_name: "nhi_guard".into(), vm_id: "nhi_guard".into(), env_keys: Vec::new() }
+        PluginSettings {
+            filter_name: "nhi_guard".into(),
+            vm_id: "nhi_guard".into(),
+            env_keys: Vec::new(),
+            failure_policy: "FAIL_RELOAD".into(),
+        }
     }
 }
 
@@ -108,9 +117,10 @@ fn http_filters(l: &EnvoyLayout) -> String {
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                # Fail closed: if the VM cannot run, requests get 503, never a pass.
-                failure_policy: FAIL_CLOSED
+                # Never a pass: if the VM cannot run, requests are refused (see the README).
+                failure_policy: {failure}
 {plugin}"#,
+            failure = l.plugin.failure_policy,
             plugin = plugin_config(l, 16),
         ),
         Some(dir) => format!(
@@ -239,9 +249,10 @@ resources:
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
     config:
-      # Fail closed: if the VM cannot run, requests get 503, never a pass.
-      failure_policy: FAIL_CLOSED
+      # Never a pass: if the VM cannot run, requests are refused (see the README).
+      failure_policy: {failure}
 {plugin}"#,
+        failure = l.plugin.failure_policy,
         name = l.plugin.filter_name,
         plugin = plugin_config(l, 6),
     )

@@ -161,6 +161,9 @@ impl HttpContext for RequestContext {
                 b"x-fapi-interaction-id" => interaction = valid_interaction_id(value),
                 b"authorization" => authorization.push(value),
                 b"dpop" => dpop.push(value),
+                #[cfg(feature = "test-trap")]
+                #[allow(clippy::panic)] // the test-only module: shows what Envoy does after a trap
+                b"x-test-trap" => panic!("test trap requested"),
                 n if METHOD_OVERRIDE_HEADERS.iter().any(|h| h.as_bytes() == n) => method_override = true,
                 n if n == consent_header => consent.push(value),
                 n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => {

@@ -17,6 +17,9 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic aborts the VM (Envoy then refuses or reloads, per failure_policy); say why first, in
+    // Envoy's own log, where an operator looks.
+    std::panic::set_hook(Box::new(|info| log(LogLevel::Critical, &format!("nhi-guard panicked, this VM stops: {info}"))));
     proxy_wasm::set_root_context(|id| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::new(id)) });
 }}
 

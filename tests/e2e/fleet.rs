@@ -120,7 +120,7 @@ fn two_policies_in_one_vm_keep_their_own_feeds() {
     let platform = |name: &str| nhi_guard::envoy_config::PluginSettings {
         filter_name: name.into(),
         vm_id: String::new(),
-        env_keys: Vec::new(),
+        ..Default::default()
     };
     let policy_a = fast_policy(3);
     let policy_b = with(&policy_a, |d| {
@@ -269,8 +269,12 @@ fn the_fleet_manifests_run_as_their_platforms_run_them() {
                 .filter_map(|i| i["remote_jwks"]["cluster"].as_str())
                 .map(String::from),
         );
-        let plugin =
-            nhi_guard::envoy_config::PluginSettings { filter_name: filter_name.into(), vm_id: vm_id.into(), env_keys };
+        let plugin = nhi_guard::envoy_config::PluginSettings {
+            filter_name: filter_name.into(),
+            vm_id: vm_id.into(),
+            env_keys,
+            ..Default::default()
+        };
         let env = vec![("NHI_GUARD_AUDIT_KEY".to_string(), "from-a-kubernetes-secret".to_string())];
         let launch = Launch { workers: 2, ecds: true, plugin, env, clusters, ..Launch::default() };
         let sources = Sources::start((200, feed_document(1, Value::Null)), (200, sts_jwks()));

@@ -179,6 +179,8 @@ pub struct Launch {
     /// A second listener running a second plugin (its own policy and filter name) in the same
     /// Envoy, delivered by ECDS like the first: two policies on one gateway.
     pub second: Option<(String, PluginSettings)>,
+    /// Another module than the shipped build (the test-only trap module).
+    pub wasm: Option<PathBuf>,
 }
 
 impl Default for Launch {
@@ -190,6 +192,7 @@ impl Default for Launch {
             env: Vec::new(),
             clusters: Vec::new(),
             second: None,
+            wasm: None,
         }
     }
 }
@@ -276,7 +279,8 @@ impl Envoy {
             attempt += 1;
             let (port, admin, mtls_port) = (free_port(), free_port(), free_port());
             let dir = scratch_dir("envoy");
-            let mut layout = EnvoyLayout::new(policy_json, &wasm_path().display().to_string());
+            let wasm = launch.wasm.clone().unwrap_or_else(wasm_path);
+            let mut layout = EnvoyLayout::new(policy_json, &wasm.display().to_string());
             layout.listen_port = port;
             layout.admin_port = admin;
             layout.upstream_port = sources.port;

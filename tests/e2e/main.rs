@@ -11,3 +11,4 @@ mod machine_authority;
 mod revocation;
 mod sender;
 mod startup;
+mod trap;
