@@ -194,7 +194,7 @@ impl ConsentVerifier {
             subject: sub.clone(),
             client_id: client_id.clone(),
             permissions: permissions.clone(),
-            authorised: c.status.as_deref().is_none_or(|s| s == AUTHORISED),
+            authorised: c.status.as_deref().map_or(policy.consent.accept_missing_status, |s| s == AUTHORISED),
             iat: iat.0,
             exp: exp.0,
             nbf: c.nbf.map(|n| n.0),

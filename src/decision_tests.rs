@@ -434,6 +434,13 @@ fn consent_cases() -> Vec<Case> {
                 json!("AwaitingAuthorisation"),
             ),
         )),
+        case("consent without a status", "GET", bal, b(machine.clone()), Err(Reason::ConsentNotAuthorised)).consent(c(
+            {
+                let mut claims = artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]);
+                claims.as_object_mut().unwrap().remove("status");
+                claims
+            },
+        )),
         case("consent for another client", "GET", bal, b(machine.clone()), Err(Reason::ConsentClientMismatch))
             .consent(artefact_for("moneywise-insights", "aac-1", &["ReadBalances"])),
         case("consent of another customer", "GET", bal, b(machine.clone()), Err(Reason::ConsentSubjectMismatch))
@@ -657,6 +664,33 @@ fn extreme_token_times_are_refused_without_overflow() {
         let got = decide(&mut e, "GET", "/accounts", &[&t]);
         assert!(got.is_err(), "exp {exp} iat {iat} was allowed");
     }
+}
+
+#[test]
+fn artefacts_without_status_count_as_authorised_only_when_the_policy_opts_in() {
+    let mut doc: serde_json::Value = serde_json::from_str(POLICY_JSON).unwrap();
+    doc["consent"]["accept_artefacts_without_status"] = json!(true);
+    let mut e = Engine::new(
+        Rc::new(crate::policy::load(&doc.to_string(), "t").unwrap()),
+        Box::new(crate::jwt::verifier::PureRust),
+    );
+    e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
+    let mut claims = artefact_claims("moneywise-app", "aac-1", &["ReadBalances"]);
+    claims.as_object_mut().unwrap().remove("status");
+    let consent = artefact(&claims);
+    let t = bearer(&token(&customer_claims("moneywise-app", "accounts")));
+    let (a, c) = ([t.as_bytes()], [consent.as_bytes()]);
+    let facts = RequestFacts {
+        method: "GET",
+        path: "/accounts/22289/balances",
+        authorization: &a,
+        consent: &c,
+        dpop: &[],
+        peer: None,
+        now: NOW,
+        method_override: false,
+    };
+    assert!(matches!(e.decide(&facts), Decision::Allow(_)), "opted in: a status-less artefact is Authorised");
 }
 
 #[test]

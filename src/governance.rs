@@ -5,9 +5,80 @@
 //! findings are what runs but should not: stale partner access, over-privilege, long-lived
 //! tokens, overdue reviews.
 
-use crate::policy::{Client, ClientKind, ClientStatus, PartnerStatus, Policy, RouteRule};
+use crate::policy::{Client, ClientKind, ClientStatus, Mode, PartnerStatus, Policy, RouteRule};
 use crate::timestamp::format_rfc3339;
 use serde::Serialize;
+
+/// Settings that run but loosen the guard: dry-run, stale revocation data accepted, status-less
+/// consent, controls that cannot work where the policy is deployed.
+fn permissive_settings(policy: &Policy, deployment: &Deployment) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if policy.mode == Mode::DryRun {
+        out.push(finding(
+            Severity::Warning,
+            "dry_run_mode",
+            "settings.mode".into(),
+            "the whole policy is in dry_run: denials are only logged as would_deny, every request passes".into(),
+        ));
+    }
+    if policy.consent.accept_missing_status {
+        out.push(finding(
+            Severity::Warning,
+            "consent_status_optional",
+            "consent.accept_artefacts_without_status".into(),
+            "consent artefacts without a status count as Authorised".into(),
+        ));
+    }
+    let pinned: Vec<&Client> = policy.clients.values().filter(|c| c.is_pinned()).collect();
+    if deployment.mtls_listener == Some(false) && !pinned.is_empty() {
+        let mut ids: Vec<&str> = pinned.iter().map(|c| c.id.as_str()).collect();
+        ids.sort();
+        out.push(finding(
+            Severity::Error,
+            "pinned_client_without_mtls_listener",
+            format!("clients {}", ids.join(", ")),
+            "pinned to certificates or SPIFFE IDs, but the Envoy config has no listener that requires client \
+             certificates: every request of theirs is refused (render with --mtls)"
+                .into(),
+        ));
+    }
+    let mut routes: Vec<&RouteRule> = policy.routes.iter().collect();
+    routes.sort_by(|a, b| a.id.cmp(&b.id));
+    for r in routes {
+        let subject = format!("route {}", r.id);
+        if r.dry_run {
+            out.push(finding(
+                Severity::Warning,
+                "route_dry_run",
+                subject.clone(),
+                "in dry_run: its denials are only logged as would_deny".into(),
+            ));
+        }
+        if policy.revocation.is_some() && !r.require_fresh_revocation {
+            out.push(finding(
+                Severity::Warning,
+                "stale_revocation_accepted",
+                subject.clone(),
+                "require_fresh_revocation is false: when the feed is stale, revoked credentials may pass".into(),
+            ));
+        }
+        let usable = pinned.iter().any(|c| {
+            !c.spiffe_ids.is_empty()
+                && c.status == ClientStatus::Active
+                && r.client_kinds.contains(&c.kind)
+                && r.scopes.iter().all(|s| c.scope_ceiling.contains(s))
+        });
+        if r.accept_workload_identity && !usable {
+            out.push(finding(
+                Severity::Warning,
+                "workload_identity_unusable",
+                subject,
+                "accepts workload identity, but no active client with SPIFFE IDs may call it".into(),
+            ));
+        }
+    }
+    out
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,8 +102,8 @@ fn finding(severity: Severity, code: &'static str, subject: String, message: Str
     Finding { severity, code, subject, message }
 }
 
-/// Routes a client may call by kind and ceiling.
-pub fn reachable_routes<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p RouteRule> {
+/// Routes a client's registration covers, by kind and ceiling (whatever its status).
+fn routes_within_ceiling<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p RouteRule> {
     policy
         .routes
         .iter()
@@ -40,9 +111,28 @@ pub fn reachable_routes<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p Rout
         .collect()
 }
 
+/// Routes a client can actually reach today: none while it, or its partner, is not active.
+pub fn reachable_routes<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p RouteRule> {
+    let partner_active = client
+        .partner
+        .as_ref()
+        .is_none_or(|p| policy.partners.get(p).is_some_and(|p| p.status == PartnerStatus::Active));
+    if client.status != ClientStatus::Active || !partner_active {
+        return Vec::new();
+    }
+    routes_within_ceiling(policy, client)
+}
+
+/// What is known of where the policy runs (`nhi-guard check --envoy-config FILE`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deployment {
+    /// Whether the Envoy config has a listener that requires client certificates (`None`: unknown).
+    pub mtls_listener: Option<bool>,
+}
+
 /// Every finding, errors first.
-pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
-    let mut out = Vec::new();
+pub fn findings(policy: &Policy, now: i64, deployment: &Deployment) -> Vec<Finding> {
+    let mut out = permissive_settings(policy, deployment);
     let day = 86_400;
     if policy.revocation.is_none() {
         out.push(finding(
@@ -53,11 +143,15 @@ pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
         ));
     }
     if policy.audit_key.is_empty() {
+        // Unkeyed hashes of low-entropy customer ids can be reversed by enumeration from the logs.
+        let severity = if policy.mode == Mode::Enforce { Severity::Error } else { Severity::Warning };
         out.push(finding(
-            Severity::Warning,
+            severity,
             "audit_key_missing",
             "settings.audit_subject_key".into(),
-            "audit subject hashes are unkeyed; set a secret key".into(),
+            "audit subject hashes are unkeyed, so customer ids can be enumerated from the logs; set a secret key \
+             (settings.audit_subject_key_env keeps it out of the policy)"
+                .into(),
         ));
     }
     let mut partners: Vec<_> = policy.partners.values().collect();
@@ -111,7 +205,7 @@ pub fn findings(policy: &Policy, now: i64) -> Vec<Finding> {
                 format!("expires {}, more than {max_days} days away", format_rfc3339(c.expires)),
             ));
         }
-        let reachable = reachable_routes(policy, c);
+        let reachable = routes_within_ceiling(policy, c);
         let needed: Vec<&String> =
             policy.routes.iter().filter(|r| r.client_kinds.contains(&c.kind)).flat_map(|r| &r.scopes).collect();
         for s in &c.scope_ceiling {
@@ -311,7 +405,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn codes(p: &Policy) -> Vec<(&'static str, String)> {
-        findings(p, NOW).into_iter().map(|f| (f.code, f.subject)).collect()
+        findings(p, NOW, &Deployment::default()).into_iter().map(|f| (f.code, f.subject)).collect()
     }
 
     fn variant(mutate: impl FnOnce(&mut Value)) -> Policy {
@@ -321,8 +415,71 @@ mod tests {
     }
 
     #[test]
+    fn permissive_settings_are_reported() {
+        let p = variant(|d| {
+            d["settings"]["mode"] = json!("dry_run");
+            d["routes"][0]["dry_run"] = json!(true);
+            d["routes"][1]["require_fresh_revocation"] = json!(false);
+            d["consent"]["accept_artefacts_without_status"] = json!(true);
+        });
+        let c = codes(&p);
+        for code in ["dry_run_mode", "route_dry_run", "stale_revocation_accepted", "consent_status_optional"] {
+            assert!(c.iter().any(|(x, _)| *x == code), "missing {code} in {c:?}");
+        }
+        let clean = codes(&policy());
+        for code in ["dry_run_mode", "route_dry_run", "stale_revocation_accepted", "consent_status_optional"] {
+            assert!(!clean.iter().any(|(x, _)| *x == code), "{code} on the example policy");
+        }
+    }
+
+    #[test]
+    fn a_missing_audit_key_is_an_error_when_enforcing() {
+        let severity = |mode: &str| {
+            let p = variant(|d| {
+                d["settings"]["audit_subject_key"] = json!("");
+                d["settings"]["mode"] = json!(mode);
+            });
+            findings(&p, NOW, &Deployment::default())
+                .into_iter()
+                .find(|f| f.code == "audit_key_missing")
+                .map(|f| f.severity)
+        };
+        assert_eq!(severity("enforce"), Some(Severity::Error));
+        assert_eq!(severity("dry_run"), Some(Severity::Warning));
+    }
+
+    #[test]
+    fn controls_that_cannot_work_where_deployed_are_reported() {
+        let without_mtls = findings(&policy(), NOW, &Deployment { mtls_listener: Some(false) });
+        let f = without_mtls.iter().find(|f| f.code == "pinned_client_without_mtls_listener").expect("finding");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(f.subject.contains("statements-batch"), "{f:?}");
+        for known in [Deployment { mtls_listener: Some(true) }, Deployment::default()] {
+            assert!(!findings(&policy(), NOW, &known).iter().any(|f| f.code == "pinned_client_without_mtls_listener"));
+        }
+        // A route taking workload identity that no SPIFFE-pinned client may call.
+        let p = variant(|d| {
+            for c in d["clients"].as_array_mut().unwrap() {
+                c.as_object_mut().unwrap().remove("spiffe_ids");
+            }
+        });
+        assert!(codes(&p).iter().any(|(c, _)| *c == "workload_identity_unusable"));
+        assert!(!codes(&policy()).iter().any(|(c, _)| *c == "workload_identity_unusable"));
+    }
+
+    #[test]
+    fn clients_of_offboarded_or_suspended_partners_reach_no_route() {
+        let p = policy();
+        let quickloans = p.clients.get("quickloans-app").unwrap();
+        assert!(reachable_routes(&p, quickloans).is_empty(), "offboarded partner");
+        let budget = p.clients.get("budgetbuddy-app").unwrap();
+        assert!(reachable_routes(&p, budget).is_empty(), "suspended partner");
+        assert!(!reachable_routes(&p, p.clients.get("moneywise-app").unwrap()).is_empty());
+    }
+
+    #[test]
     fn the_example_shows_its_stale_partner_access_first() {
-        let f = findings(&policy(), NOW);
+        let f = findings(&policy(), NOW, &Deployment::default());
         assert_eq!(f[0].severity, Severity::Error);
         let c = codes(&policy());
         for expected in [
@@ -369,7 +526,7 @@ mod tests {
     fn bearer_routes_are_not_reported_once_partner_apps_need_bound_tokens() {
         let p = variant(|d| d["sender_constraint"]["required_for_kinds"] = json!(["partner_app"]));
         assert!(!codes(&p).iter().any(|(code, _)| *code == "bearer_tokens_accepted"));
-        let f = findings(&policy(), NOW);
+        let f = findings(&policy(), NOW, &Deployment::default());
         let bearer = f.iter().find(|f| f.code == "bearer_tokens_accepted").unwrap();
         assert!(bearer.message.starts_with("12 partner routes") && !bearer.message.contains("domestic-vrps-create"));
     }

@@ -141,12 +141,18 @@ fn check(args: &[String]) -> Result<(), String> {
         None => unix_now()?,
     };
     let json_out = f.get("format") == Some("json");
+    let deployment = match f.get("envoy-config") {
+        Some(path) => nhi_guard::governance::Deployment {
+            mtls_listener: Some(read(path)?.contains("require_client_certificate: true")),
+        },
+        None => nhi_guard::governance::Deployment::default(),
+    };
     let mut failed = false;
     let mut report = Vec::new();
     for file in &files {
         match nhi_guard::policy::load_with_env(&read(file)?, file, &env_or_stand_in) {
             Ok(p) => {
-                let findings = nhi_guard::governance::findings(&p, now);
+                let findings = nhi_guard::governance::findings(&p, now, &deployment);
                 failed |= findings.iter().any(|x| x.severity == nhi_guard::governance::Severity::Error);
                 if json_out {
                     report.push(json!({"file": file, "valid": true, "findings": findings}));

@@ -451,6 +451,7 @@ impl Compiler {
             header,
             access_token_details_type,
             revoked: d.revoked.iter().cloned().collect(),
+            accept_missing_status: d.accept_artefacts_without_status,
         }
     }
 

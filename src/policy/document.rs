@@ -173,6 +173,10 @@ pub struct ConsentDoc {
     /// Consent ids revoked by the customer or the bank (a static list; the live feed supersedes it).
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// Treat consent artefacts without a `status` claim as `Authorised`. Off by default: a consent
+    /// service that omits the status has not said the customer authorised anything.
+    #[serde(default)]
+    pub accept_artefacts_without_status: bool,
 }
 
 fn default_consent_header() -> String {

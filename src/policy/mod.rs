@@ -101,6 +101,8 @@ pub struct ConsentSettings {
     /// `Some(type)` when consent may ride in the access token's `authorization_details` of that type.
     pub access_token_details_type: Option<String>,
     pub revoked: HashSet<String>,
+    /// Artefacts without `status` count as `Authorised` (opt-in).
+    pub accept_missing_status: bool,
 }
 
 #[derive(Debug)]
