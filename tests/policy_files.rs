@@ -302,3 +302,43 @@ fn cli_jwks_matches_the_example_policy_keys() {
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, json("policies/open-banking.json")["issuers"][0]["jwks"]);
 }
+
+#[test]
+fn the_cli_keeps_ecosystem_habits() {
+    for sub in ["check", "inventory", "token", "dpop", "consent", "envoy-config", "upstream", "completions"] {
+        let out = cli(&[sub, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Usage: nhi-guard"), "{sub} --help: {text}");
+    }
+    let unknown = cli(&["check", "policies/open-banking.json", "--bogus"]);
+    assert_eq!(unknown.status.code(), Some(2), "unknown flags are refused");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unexpected argument '--bogus'"));
+    let port = cli(&["upstream", "--port", "70000"]);
+    assert_eq!(port.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&port.stderr).contains("70000 is not in 0..=65535"));
+    let completions = cli(&["completions", "bash"]);
+    assert!(completions.status.success() && String::from_utf8_lossy(&completions.stdout).contains("nhi-guard"));
+    // A reader that goes away (`| head`) ends the program quietly, not with a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-guard"))
+        .args(["token", "--key", "policies/demo-keys/as-es256.pem", "--kid", "k", "--iss", "i", "--aud", "a"])
+        .args(["--client", "c", "--count", "2000"])
+        .current_dir(repo("."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "closed pipe: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn check_knows_what_the_envoy_config_must_provide() {
+    let plain = repo("target/cli-plain-envoy.yaml");
+    std::fs::write(&plain, "static_resources: {}\n").unwrap();
+    let out = cli(&["check", "policies/open-banking.json", "--envoy-config", plain.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pinned_client_without_mtls_listener"));
+    let shipped = cli(&["check", "policies/open-banking.json", "--envoy-config", "envoy/envoy.yaml"]);
+    assert!(!String::from_utf8_lossy(&shipped.stdout).contains("pinned_client_without_mtls_listener"));
+}
