@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use nhi_guard::credentials::PeerCertificate;
-use nhi_guard::jwt::keys::Alg;
-use nhi_guard::jwt::verifier::PureRust;
-use nhi_guard::mint::{access_token_header, bind_to_certificate, bind_to_dpop_key, dpop_proof, sign_jws, SigningKey};
+use nhi_guard::engine::credentials::PeerCertificate;
+use nhi_guard::engine::jwt::verifier::PureRust;
+use nhi_guard::engine::keys::Alg;
+use nhi_guard::tools::mint::{
+    access_token_header, bind_to_certificate, bind_to_dpop_key, dpop_proof, sign_jws, SigningKey,
+};
 use nhi_guard::{Decision, Engine, RequestFacts};
 use std::rc::Rc;
 
@@ -26,7 +28,7 @@ fn with_feed(mut e: Engine) -> Engine {
 
 fn token(key_pem: &str, kid: &str, alg: Alg, jti: u32) -> String {
     let key = SigningKey::from_pkcs8_pem(key_pem, alg).unwrap();
-    let mut claims = nhi_guard::mint::example::customer_claims("moneywise-app", "accounts payments", NOW - 5);
+    let mut claims = nhi_guard::tools::mint::example::customer_claims("moneywise-app", "accounts payments", NOW - 5);
     claims["jti"] = serde_json::json!(format!("bench-{jti}"));
     format!("Bearer {}", sign_jws(&access_token_header(&key, kid), &claims, &key))
 }
@@ -68,7 +70,7 @@ fn benches(c: &mut Criterion) {
     // Sender-constrained: a cached mTLS-bound token (binding checked per request), and a cached
     // DPoP-bound token with a fresh proof each time (proof signature and replay cache per request).
     let es_key = SigningKey::from_pkcs8_pem(include_str!("../policies/demo-keys/as-es256.pem"), Alg::ES256).unwrap();
-    let payer = nhi_guard::mint::example::customer_claims("moneywise-app", "payments", NOW - 5);
+    let payer = nhi_guard::tools::mint::example::customer_claims("moneywise-app", "payments", NOW - 5);
     let cert = [7u8; 32];
     let bound =
         sign_jws(&access_token_header(&es_key, "as-es256"), &bind_to_certificate(payer.clone(), &cert), &es_key);

@@ -1,50 +1,31 @@
 //! nhi-guard: per-route machine authority, sender binding and customer consent for banking APIs, inline in Envoy.
 //!
-//! The core (every module but `host`) is plain Rust: facts in, `Decision` out. `host` is the only
-//! code that talks to proxy-wasm, and exists only in the `wasm32-wasip1` filter build.
+//! Three parts, one direction (README "Design notes"; `tests/module_graph.rs` keeps it so):
+//! - [`engine`]: the core. The policy, the request's facts, every check and the `Decision`. Plain
+//!   Rust, no host calls: it runs natively, under wasm-bindgen-test and in the filter alike.
+//! - `filter`: the shell around the engine inside Envoy: gathers facts, applies decisions, counts,
+//!   logs, polls the policy's sources. The only code that touches proxy-wasm (`filter::proxy`,
+//!   `wasm32-wasip1` only); its request logic runs against a fake host in unit tests.
+//! - [`tools`]: what people and tests use outside Envoy (CLI subcommands' logic, token minting,
+//!   Envoy config rendering, the echo upstream, governance). Never in the filter's module.
+//!
+//! The engine depends on neither of the others; the filter and the tools never on each other.
 //!
 //! Attacker-controlled numbers (token claims, host buffers, fetched documents) meet arithmetic,
-//! indexing and casts here: each must be checked, saturating or explained, never a panic or a
-//! silent wrap. Tests may do as they like.
+//! indexing and casts in the engine and the filter: each must be checked, saturating or explained,
+//! never a panic or a silent wrap. Tools and tests may do as they like.
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 #![cfg_attr(test, allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation))]
 
-pub mod audit;
-pub mod authority;
-pub mod binding;
-pub mod consent;
-pub mod credentials;
-pub mod decision;
-pub mod delegation;
-pub mod dpop;
-pub mod governance;
-pub mod header_map;
-pub mod jwt;
-pub mod policy;
-pub mod reason;
-pub mod replay;
-pub mod revocation;
-pub mod route;
-pub mod shared_state;
-pub mod timestamp;
+pub mod engine;
 
-// Tools for people and tests, never on the request path: the core's arithmetic rules do not apply.
-#[cfg(not(target_arch = "wasm32"))]
-#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
-pub mod echo;
-#[cfg(not(target_arch = "wasm32"))]
-#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
-pub mod envoy_config;
+pub mod filter;
+
 #[cfg(not(target_os = "wasi"))]
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
-pub mod mint;
+pub mod tools;
 
-#[cfg(target_os = "wasi")]
-mod host;
-
-#[cfg(test)]
-mod testkit;
-
-pub use decision::{Decision, Engine, RequestFacts};
-pub use policy::{load as load_policy, Policy, PolicyError};
-pub use reason::Reason;
+pub use engine::credentials::RequestFacts;
+pub use engine::decision::{Decision, Engine};
+pub use engine::policy::{load as load_policy, Policy, PolicyError};
+pub use engine::reason::Reason;

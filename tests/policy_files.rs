@@ -126,7 +126,7 @@ fn fleet_manifests_are_rendered_from_the_example_policy_and_fail_closed() {
         }
         assert_eq!(policy["settings"]["audit_subject_key_env"], "NHI_GUARD_AUDIT_KEY");
         assert!(policy["settings"].get("audit_subject_key").is_none(), "{file}: the audit key sits in the manifest");
-        assert!(nhi_guard::policy::load_with_env(&policy.to_string(), file, &env).is_ok());
+        assert!(nhi_guard::engine::policy::load_with_env(&policy.to_string(), file, &env).is_ok());
         let no_env = nhi_guard::load_policy(&policy.to_string(), file).unwrap_err().to_string();
         assert!(no_env.contains("settings.audit_subject_key_env: NHI_GUARD_AUDIT_KEY is not set"), "{no_env}");
     }
@@ -200,7 +200,7 @@ fn cli_inventory_in_three_formats() {
 fn engine() -> nhi_guard::Engine {
     let text = std::fs::read_to_string(repo("policies/open-banking.json")).unwrap();
     let policy = std::rc::Rc::new(nhi_guard::load_policy(&text, "p").unwrap());
-    let mut engine = nhi_guard::Engine::new(policy, Box::new(nhi_guard::jwt::verifier::PureRust));
+    let mut engine = nhi_guard::Engine::new(policy, Box::new(nhi_guard::engine::jwt::verifier::PureRust));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     engine.observe_feed(1, now, || Some(br#"{"version": 1, "produced_at": "2026-11-24T00:00:00Z"}"#.to_vec())).unwrap();
     engine

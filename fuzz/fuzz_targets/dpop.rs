@@ -3,9 +3,9 @@
 //! never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nhi_guard::credentials::PeerCertificate;
-use nhi_guard::jwt::verifier::PureRust;
-use nhi_guard::mint::{access_token_header, bind_to_dpop_key, example, sign_jws, SigningKey};
+use nhi_guard::engine::credentials::PeerCertificate;
+use nhi_guard::engine::jwt::verifier::PureRust;
+use nhi_guard::tools::mint::{access_token_header, bind_to_dpop_key, example, sign_jws, SigningKey};
 use nhi_guard::{Engine, RequestFacts};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,7 +22,7 @@ fn fixture() -> Option<(RefCell<Engine>, String)> {
     let policy = nhi_guard::load_policy(include_str!("../../policies/open-banking.json"), "fuzz").ok()?;
     let mut engine = Engine::new(Rc::new(policy), Box::new(PureRust));
     engine.observe_feed(1, NOW, || Some(br#"{"version":1,"produced_at":"2026-11-24T00:00:00Z"}"#.to_vec())).ok()?;
-    let issuer = SigningKey::from_pkcs8_pem(include_str!("../../policies/demo-keys/as-es256.pem"), nhi_guard::jwt::keys::Alg::PS256).ok()?;
+    let issuer = SigningKey::from_pkcs8_pem(include_str!("../../policies/demo-keys/as-es256.pem"), nhi_guard::engine::keys::Alg::PS256).ok()?;
     let dpop_key = SigningKey::es256_from_bytes(&[2u8; 32]).ok()?;
     let claims = bind_to_dpop_key(example::customer_claims("moneywise-app", "payments", NOW - 5), &dpop_key);
     Some((RefCell::new(engine), format!("DPoP {}", sign_jws(&access_token_header(&issuer, "as-es256"), &claims, &issuer))))

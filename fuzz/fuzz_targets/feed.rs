@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = nhi_guard::revocation::RevocationSnapshot::parse(data);
+    let _ = nhi_guard::engine::revocation::RevocationSnapshot::parse(data);
 });

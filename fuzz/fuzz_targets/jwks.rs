@@ -3,8 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-fn policy() -> &'static nhi_guard::policy::Policy {
-    static POLICY: OnceLock<nhi_guard::policy::Policy> = OnceLock::new();
+fn policy() -> &'static nhi_guard::engine::policy::Policy {
+    static POLICY: OnceLock<nhi_guard::engine::policy::Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
         nhi_guard::load_policy(include_str!("../../policies/open-banking.json"), "example").expect("example loads")
     })
@@ -13,6 +13,6 @@ fn policy() -> &'static nhi_guard::policy::Policy {
 fuzz_target!(|data: &[u8]| {
     let p = policy();
     for issuer in &p.issuers {
-        let _ = nhi_guard::jwt::jwks::parse_fetched(data, p, issuer);
+        let _ = nhi_guard::engine::jwt::jwks::parse_fetched(data, p, issuer);
     }
 });

@@ -2,7 +2,7 @@
 //! map) through the whole decision on the example policy: it must decide, never panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nhi_guard::jwt::verifier::PureRust;
+use nhi_guard::engine::jwt::verifier::PureRust;
 use nhi_guard::{header_map, Engine, RequestFacts};
 use std::cell::RefCell;
 use std::rc::Rc;

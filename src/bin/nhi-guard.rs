@@ -2,9 +2,9 @@
 //! mints demo tokens, prints JWKS, renders Envoy configs and runs the demo's echo upstream.
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use nhi_guard::envoy_config::{render, render_ecds_resource, EnvoyLayout};
-use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{
+use nhi_guard::engine::keys::Alg;
+use nhi_guard::tools::envoy_config::{render, render_ecds_resource, EnvoyLayout};
+use nhi_guard::tools::mint::{
     access_token_claims, access_token_header, bind_to_certificate, bind_to_dpop_key, certificate_sha256,
     consent_claims, consent_header, dpop_proof, sign_jws, SigningKey,
 };
@@ -301,23 +301,23 @@ fn read(path: &str) -> Result<String, String> {
 
 fn check(files: &[String], format: ReportFormat, now: Option<&str>, envoy_config: Option<&str>) -> Result<(), String> {
     let now = match now {
-        Some(t) => nhi_guard::timestamp::parse_rfc3339(t).ok_or("--now must be an RFC 3339 date-time")?,
+        Some(t) => nhi_guard::engine::timestamp::parse_rfc3339(t).ok_or("--now must be an RFC 3339 date-time")?,
         None => unix_now()?,
     };
     let json_out = format == ReportFormat::Json;
     let deployment = match envoy_config {
-        Some(path) => nhi_guard::governance::Deployment {
+        Some(path) => nhi_guard::tools::governance::Deployment {
             mtls_listener: Some(read(path)?.contains("require_client_certificate: true")),
         },
-        None => nhi_guard::governance::Deployment::default(),
+        None => nhi_guard::tools::governance::Deployment::default(),
     };
     let mut failed = false;
     let mut report = Vec::new();
     for file in files {
-        match nhi_guard::policy::load_with_env(&read(file)?, file, &env_or_stand_in) {
+        match nhi_guard::engine::policy::load_with_env(&read(file)?, file, &env_or_stand_in) {
             Ok(p) => {
-                let findings = nhi_guard::governance::findings(&p, now, &deployment);
-                failed |= findings.iter().any(|x| x.severity == nhi_guard::governance::Severity::Error);
+                let findings = nhi_guard::tools::governance::findings(&p, now, &deployment);
+                failed |= findings.iter().any(|x| x.severity == nhi_guard::tools::governance::Severity::Error);
                 if json_out {
                     report.push(json!({"file": file, "valid": true, "findings": findings}));
                     continue;
@@ -358,8 +358,9 @@ fn check(files: &[String], format: ReportFormat, now: Option<&str>, envoy_config
 }
 
 fn inventory(file: &str, format: InventoryFormat) -> Result<(), String> {
-    let policy = nhi_guard::policy::load_with_env(&read(file)?, file, &env_or_stand_in).map_err(|e| e.to_string())?;
-    let rows = nhi_guard::governance::inventory(&policy);
+    let policy =
+        nhi_guard::engine::policy::load_with_env(&read(file)?, file, &env_or_stand_in).map_err(|e| e.to_string())?;
+    let rows = nhi_guard::tools::governance::inventory(&policy);
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match format {
         InventoryFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?),
@@ -462,7 +463,7 @@ fn dpop(key: &str, alg: Option<RsaAlg>, method: &str, url: &str, token: &str, co
 
 /// The certificate's `x5t#S256` (base64url SHA-256 of the DER).
 fn thumbprint(path: &str) -> Result<(), String> {
-    outln!("{}", nhi_guard::jwt::base64url::encode(&certificate_sha256(&read(path)?)?));
+    outln!("{}", nhi_guard::engine::base64url::encode(&certificate_sha256(&read(path)?)?));
     Ok(())
 }
 
@@ -528,7 +529,7 @@ fn keygen(alg: KeyAlg) -> Result<(), String> {
 
 fn envoy_config(a: &EnvoyConfigArgs) -> Result<(), String> {
     let policy_json = read(&a.policy)?;
-    nhi_guard::policy::load_with_env(&policy_json, &a.policy, &env_or_stand_in).map_err(|e| e.to_string())?;
+    nhi_guard::engine::policy::load_with_env(&policy_json, &a.policy, &env_or_stand_in).map_err(|e| e.to_string())?;
     let mut layout = EnvoyLayout::new(&policy_json, &a.wasm);
     layout.listen_port = a.listen;
     layout.admin_port = a.admin;
@@ -540,7 +541,7 @@ fn envoy_config(a: &EnvoyConfigArgs) -> Result<(), String> {
     }
     layout.plugin.env_keys = policy_env_keys(&policy_json);
     if let (Some(port), Some(pki)) = (a.mtls, &a.pki) {
-        layout.mtls = Some(nhi_guard::envoy_config::MtlsListener { port, pki_dir: pki.clone() });
+        layout.mtls = Some(nhi_guard::tools::envoy_config::MtlsListener { port, pki_dir: pki.clone() });
     }
     if let Some(dir) = &a.ecds_dir {
         layout.ecds_dir = Some(dir.clone());
@@ -566,9 +567,12 @@ fn upstream(port: u16, documents: [(Option<String>, String, &str); 2]) -> Result
     for (file, path, what) in documents {
         if let Some(file) = file {
             eprintln!("nhi-guard upstream: serving {what} at {path} from {file}");
-            served.push(nhi_guard::echo::Document::new(&path, nhi_guard::echo::DocumentSource::File(file.into())));
+            served.push(nhi_guard::tools::echo::Document::new(
+                &path,
+                nhi_guard::tools::echo::DocumentSource::File(file.into()),
+            ));
         }
     }
-    nhi_guard::echo::serve(listener, None, served);
+    nhi_guard::tools::echo::serve(listener, None, served);
     Ok(())
 }

@@ -44,7 +44,7 @@ fn each_decision_writes_its_streams_without_tokens_or_raw_subjects() {
     assert_eq!(denied.status, 403);
     let generated = denied.header("x-fapi-interaction-id").unwrap_or("").to_string();
     assert!(
-        nhi_guard::audit::is_uuid(generated.as_bytes()),
+        nhi_guard::engine::audit::is_uuid(generated.as_bytes()),
         "a UUID is generated when the client sends none: {:?}",
         denied.headers
     );
@@ -133,7 +133,7 @@ fn client_request_ids_cannot_forge_log_fields_or_decision_ids() {
         assert_eq!(r.status, 403);
         // A malformed interaction id is replaced by a generated UUID, never the client's request id.
         let interaction = r.header("x-fapi-interaction-id").unwrap_or("").to_string();
-        assert!(nhi_guard::audit::is_uuid(interaction.as_bytes()), "{interaction:?}");
+        assert!(nhi_guard::engine::audit::is_uuid(interaction.as_bytes()), "{interaction:?}");
         assert_eq!(interaction.as_bytes()[14], b'4', "a version 4 UUID: {interaction}");
         ids.insert(interaction);
     }

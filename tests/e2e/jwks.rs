@@ -2,7 +2,7 @@
 //! internal STS's JWKS (served by the echo upstream here) and every worker verifies with it.
 
 use crate::harness::*;
-use nhi_guard::mint::SigningKey;
+use nhi_guard::tools::mint::SigningKey;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -244,15 +244,19 @@ const EU_ISS: &str = "https://auth-eu.bank.example";
 fn an_issuer_on_another_host_serves_its_keys_over_verified_tls() {
     let eu_key = new_key(25);
     let jwks = jwks_document(&[(&eu_key, "eu-1")]);
-    let claims = nhi_guard::mint::access_token_claims(
+    let claims = nhi_guard::tools::mint::access_token_claims(
         EU_ISS,
-        nhi_guard::mint::example::AUD,
+        nhi_guard::tools::mint::example::AUD,
         "ledger-sync",
         "ledger:read",
         now() - 5,
         300,
     );
-    let t = nhi_guard::mint::sign_jws(&nhi_guard::mint::access_token_header(&eu_key, "eu-1"), &claims, &eu_key);
+    let t = nhi_guard::tools::mint::sign_jws(
+        &nhi_guard::tools::mint::access_token_header(&eu_key, "eu-1"),
+        &claims,
+        &eu_key,
+    );
 
     let host = HttpsHost::start("auth-eu", &jwks);
     let envoy = Envoy::start(&external_issuer_policy(host.port));

@@ -2,8 +2,8 @@
 //! what the upstream received, counters and the denial log.
 
 use crate::harness::*;
-use nhi_guard::jwt::base64url;
-use nhi_guard::mint::{sign_jws, signing_input, SigningKey};
+use nhi_guard::engine::base64url;
+use nhi_guard::tools::mint::{sign_jws, signing_input, SigningKey};
 use serde_json::{json, Value};
 
 fn with(mut c: Value, k: &str, v: Value) -> Value {

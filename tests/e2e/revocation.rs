@@ -29,7 +29,7 @@ fn revocations_take_effect_within_two_poll_intervals_even_for_cached_tokens() {
     let envoy = Envoy::start(&example_policy());
     let jti_token = token(&claims("moneywise-app", "accounts"));
     let jti = serde_json::from_slice::<Value>(
-        &nhi_guard::jwt::base64url::decode(jti_token.split('.').nth(1).unwrap().as_bytes()).unwrap(),
+        &nhi_guard::engine::base64url::decode(jti_token.split('.').nth(1).unwrap().as_bytes()).unwrap(),
     )
     .unwrap()["jti"]
         .as_str()

@@ -2,8 +2,8 @@
 //! RFC 8705 certificate-bound tokens, pinned clients, SPIFFE workloads, and RFC 9449 DPoP.
 
 use crate::harness::*;
-use nhi_guard::jwt::base64url;
-use nhi_guard::mint::{
+use nhi_guard::engine::base64url;
+use nhi_guard::tools::mint::{
     bind_to_certificate, bind_to_dpop_key, dpop_jwk, dpop_proof, sign_jws, signing_input, SigningKey,
 };
 use serde_json::{json, Value};

@@ -19,10 +19,12 @@ fn envoy_refuses_an_invalid_policy_and_says_where() {
 #[test]
 fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
     let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
-    let mut layout =
-        nhi_guard::envoy_config::EnvoyLayout::new(&example_policy(), "target/wasm32-wasip1/release/nhi_guard.wasm");
-    layout.mtls = Some(nhi_guard::envoy_config::MtlsListener { port: 10443, pki_dir: "target/demo/pki".into() });
-    let rendered = nhi_guard::envoy_config::render(&layout);
+    let mut layout = nhi_guard::tools::envoy_config::EnvoyLayout::new(
+        &example_policy(),
+        "target/wasm32-wasip1/release/nhi_guard.wasm",
+    );
+    layout.mtls = Some(nhi_guard::tools::envoy_config::MtlsListener { port: 10443, pki_dir: "target/demo/pki".into() });
+    let rendered = nhi_guard::tools::envoy_config::render(&layout);
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
     // The shipped config writes its audit logs under target/demo and reads its TLS certificates
     // from target/demo/pki (the demo creates both; the certificates are never committed).

@@ -14,7 +14,7 @@ fn trap_module() -> PathBuf {
 
 #[test]
 fn after_a_trap_requests_are_refused_or_decided_by_a_reloaded_vm_never_passed() {
-    let plugin = nhi_guard::envoy_config::PluginSettings::default();
+    let plugin = nhi_guard::tools::envoy_config::PluginSettings::default();
     let launch = Launch { wasm: Some(trap_module()), plugin: plugin.clone(), ..Launch::default() };
     let envoy = Envoy::start_fed(&example_policy(), launch);
     let valid = bearer(&token(&claims("moneywise-app", "accounts")));

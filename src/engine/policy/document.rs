@@ -1,0 +1,530 @@
+//! The policy document as written (JSON): the serde model. `compile.rs` turns it into `Policy`.
+//!
+//! Every struct refuses unknown fields: a misspelt `scope_cieling` must be a load error, not a
+//! silently absent ceiling.
+
+use crate::engine::keys::JwkSet;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Editors' schema pointer; ignored.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    pub version: u32,
+    /// The `realm` of every `WWW-Authenticate` challenge.
+    pub realm: String,
+    #[serde(default)]
+    pub settings: Settings,
+    pub issuers: Vec<IssuerDoc>,
+    #[serde(default)]
+    pub partners: Vec<PartnerDoc>,
+    pub clients: Vec<ClientDoc>,
+    pub routes: Vec<RouteDoc>,
+    /// Where customer consent comes from and who signs it. Needed when any route requires consent.
+    #[serde(default)]
+    pub consent: Option<ConsentDoc>,
+    /// The live revocation feed, polled by one worker per Envoy (the lease holder).
+    #[serde(default)]
+    pub revocation: Option<RevocationDoc>,
+    /// Sender-constrained tokens: DPoP settings and which client kinds must present bound tokens.
+    #[serde(default)]
+    pub sender_constraint: SenderConstraintDoc,
+    /// Review cadence and token-lifetime ceilings that `nhi-guard check` holds the policy to.
+    #[serde(default)]
+    pub governance: GovernanceDoc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceDoc {
+    /// Days between reviews, per identity class (`partner` and each client kind).
+    pub review_cadence_days: ReviewCadence,
+    /// Longest route token lifetime acceptable per client kind, in seconds.
+    pub max_token_lifetime_seconds: LifetimeCeilings,
+    /// When set, the filter denies clients (and their partners' apps) whose review is overdue by
+    /// more than this many days (`review_overdue`).
+    pub enforce_review_grace_days: Option<i64>,
+    /// Registrations expiring further out than this are flagged as long-lived.
+    pub max_registration_days: i64,
+}
+
+impl Default for GovernanceDoc {
+    fn default() -> Self {
+        GovernanceDoc {
+            review_cadence_days: ReviewCadence::default(),
+            max_token_lifetime_seconds: LifetimeCeilings::default(),
+            enforce_review_grace_days: None,
+            max_registration_days: 730,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewCadence {
+    pub partner: i64,
+    pub partner_app: i64,
+    pub service_account: i64,
+    pub batch_job: i64,
+}
+
+impl Default for ReviewCadence {
+    fn default() -> Self {
+        ReviewCadence { partner: 365, partner_app: 180, service_account: 90, batch_job: 90 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifetimeCeilings {
+    pub partner_app: i64,
+    pub service_account: i64,
+    pub batch_job: i64,
+}
+
+impl Default for LifetimeCeilings {
+    fn default() -> Self {
+        LifetimeCeilings { partner_app: 600, service_account: 900, batch_job: 3600 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationDoc {
+    /// Envoy cluster that serves the feed.
+    pub cluster: String,
+    /// Path of the feed document on that cluster.
+    pub path: String,
+    /// `:authority` sent with the fetch.
+    #[serde(default = "default_feed_authority")]
+    pub authority: String,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Deny routes that need fresh data when the last successful fetch is older than this.
+    pub max_staleness_seconds: i64,
+    /// Where `cluster` points, for `nhi-guard envoy-config` to render it (the filter only names
+    /// the cluster). Leave it out where the platform makes the cluster (Istio, Envoy Gateway).
+    #[serde(default)]
+    pub upstream: Option<UpstreamDoc>,
+}
+
+/// A host a fetched source lives on, as `nhi-guard envoy-config` renders its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDoc {
+    /// DNS name or IP address.
+    pub host: String,
+    pub port: u16,
+    /// TLS to the host (absent: plaintext, for loopback and in-mesh sources only).
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsDoc>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsDoc {
+    /// SNI sent, and the DNS name the server's certificate must carry (default: `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs that may sign the server's certificate.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: String,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_ca_file() -> String {
+    "/etc/ssl/certs/ca-certificates.crt".to_string()
+}
+
+fn default_feed_authority() -> String {
+    "nhi-guard-feed".to_string()
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+fn default_feed_timeout_ms() -> u64 {
+    2000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentDoc {
+    /// The bank's consent service(s): the only signers of consent artefacts. Never the access-token issuer.
+    #[serde(default)]
+    pub issuers: Vec<ConsentIssuerDoc>,
+    /// Request header that carries a consent artefact (a signed JWT).
+    #[serde(default = "default_consent_header")]
+    pub header: String,
+    /// Accept consent carried inside the access token (`consent_id` / `openbanking_intent_id` plus
+    /// RFC 9396 `authorization_details`), as issued by an authorization server that embeds it.
+    #[serde(default)]
+    pub access_token_claims: Option<TokenConsentDoc>,
+    /// Consent ids revoked by the customer or the bank (a static list; the live feed supersedes it).
+    #[serde(default)]
+    pub revoked: Vec<String>,
+    /// Treat consent artefacts without a `status` claim as `Authorised`. Off by default: a consent
+    /// service that omits the status has not said the customer authorised anything.
+    #[serde(default)]
+    pub accept_artefacts_without_status: bool,
+}
+
+fn default_consent_header() -> String {
+    "x-consent".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentIssuerDoc {
+    pub id: String,
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: i64,
+    pub jwks: JwkSet,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConsentDoc {
+    /// The `authorization_details[].type` whose `actions` are the granted permissions.
+    pub authorization_details_type: String,
+}
+
+/// A route's consent requirement: `"none"` (machine-only) or `{"permissions": [[any of], ...]}`,
+/// every inner list satisfied by at least one granted permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteConsentDoc {
+    None,
+    Permissions(Vec<Vec<String>>),
+}
+
+impl<'de> Deserialize<'de> for RouteConsentDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Required {
+            permissions: Vec<Vec<String>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Required(Required),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "consent must be \"none\" (machine-only) or {\"permissions\": [[\"ReadBalances\"], ...]}",
+            )
+        })? {
+            Raw::Word(w) if w == "none" => Ok(RouteConsentDoc::None),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?} is not a consent requirement; use \"none\" or {{\"permissions\": [[...]]}}"
+            ))),
+            Raw::Required(r) => Ok(RouteConsentDoc::Permissions(r.permissions)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Longest accepted access token, in bytes. Longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Verified tokens kept per Envoy worker.
+    pub token_cache_entries: usize,
+    /// Tokens with a failed signature kept per worker, so replaying a forgery costs a lookup.
+    pub negative_cache_entries: usize,
+    /// `auto`: Envoy's native verifier for ES256/RS256 when the host has it; `pure-rust`: never.
+    pub signature_backend: SignatureBackend,
+    /// `enforce`, or `dry_run`: decide, count and log as `would_deny`, but let every request through.
+    pub mode: Mode,
+    /// Key for the keyed hash of customer subjects in audit events. Keep it secret and stable.
+    pub audit_subject_key: String,
+    /// Instead of `audit_subject_key`: the name of an environment variable of the Wasm VM that
+    /// holds the key (Envoy's `vm_config.environment_variables`), so it never sits in the policy.
+    pub audit_subject_key_env: Option<String>,
+    /// Which decisions also write their audit events to Envoy's log (the access-log files always
+    /// get them). Logging every allowed request costs Envoy time; `denials` is the default.
+    pub audit_log: AuditLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditLog {
+    All,
+    Denials,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Enforce,
+    DryRun,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_token_bytes: 4096,
+            token_cache_entries: 4096,
+            negative_cache_entries: 1024,
+            signature_backend: SignatureBackend::Auto,
+            mode: Mode::Enforce,
+            audit_subject_key: String::new(),
+            audit_subject_key_env: None,
+            audit_log: AuditLog::Denials,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureBackend {
+    Auto,
+    PureRust,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerDoc {
+    /// Exact `iss` value.
+    pub id: String,
+    /// Accepted `aud` values (the token must carry at least one).
+    pub audiences: Vec<String>,
+    /// Allowed JWS algorithms: ES256, PS256, EdDSA; RS256 only with `allow_rs256`.
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub allow_rs256: bool,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: i64,
+    #[serde(default = "yes")]
+    pub require_typ_at_jwt: bool,
+    /// Inline keys (air-gapped use). Exactly one of `jwks` and `remote_jwks`.
+    #[serde(default)]
+    pub jwks: Option<JwkSet>,
+    /// Keys fetched from the issuer's JWKS endpoint through an Envoy cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RemoteJwksDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksDoc {
+    /// Envoy cluster that reaches the issuer's JWKS endpoint.
+    pub cluster: String,
+    /// Path of the JWKS document on that cluster (e.g. `/.well-known/jwks.json`).
+    pub path: String,
+    /// `:authority` sent with the fetch (the issuer's host name, for virtual hosting and SNI-routed proxies).
+    pub authority: String,
+    /// Regular refresh, whether or not anything asks for it.
+    #[serde(default = "default_jwks_refresh_ms")]
+    pub refresh_interval_ms: u64,
+    /// Least time between two fetches triggered by tokens with an unknown `kid` (a flood of made-up
+    /// kids must not turn into a flood of fetches at the issuer).
+    #[serde(default = "default_jwks_refetch_ms")]
+    pub unknown_kid_refetch_min_interval_ms: u64,
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Where `cluster` points, for `nhi-guard envoy-config` (see `RevocationDoc::upstream`).
+    #[serde(default)]
+    pub upstream: Option<UpstreamDoc>,
+}
+
+fn default_jwks_refresh_ms() -> u64 {
+    300_000
+}
+
+fn default_jwks_refetch_ms() -> u64 {
+    5_000
+}
+
+fn default_skew() -> i64 {
+    30
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerStatus {
+    Active,
+    Suspended,
+    Offboarded,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerDoc {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub owner: String,
+    pub purpose: String,
+    pub status: PartnerStatus,
+    /// RFC 3339 instant the contract ends; access stops then.
+    pub contract_end: String,
+    /// RFC 3339 instant of the last access review.
+    #[serde(default)]
+    pub last_reviewed: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// A third party's application (fintech, aggregator): needs a partner.
+    PartnerApp,
+    /// An internal service account.
+    ServiceAccount,
+    /// An internal scheduled job.
+    BatchJob,
+}
+
+impl ClientKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::PartnerApp => "partner_app",
+            ClientKind::ServiceAccount => "service_account",
+            ClientKind::BatchJob => "batch_job",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientDoc {
+    /// The token's `client_id`.
+    pub id: String,
+    pub kind: ClientKind,
+    /// The partner that owns a `partner_app`; absent for internal identities.
+    #[serde(default)]
+    pub partner: Option<String>,
+    pub owner: String,
+    pub purpose: String,
+    /// RFC 3339 instant the registration expires.
+    pub expires: String,
+    pub status: ClientStatus,
+    /// The most this client may ever use, whatever its tokens say.
+    pub scope_ceiling: Vec<String>,
+    /// RFC 3339 instant of the last access review.
+    #[serde(default)]
+    pub last_reviewed: Option<String>,
+    /// SHA-256 thumbprints (base64url, as in `x5t#S256`) of the client certificates this client
+    /// owns. When set, its tokens are accepted only over mutual TLS with one of them.
+    #[serde(default)]
+    pub certificate_thumbprints: Vec<String>,
+    /// SPIFFE IDs this client owns (URI SAN of its mTLS certificate). When set, its tokens are
+    /// accepted only from one of them, and routes that allow it take the workload identity alone.
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+    /// Refuse this client's tokens unless they are sender-constrained (mTLS-bound or DPoP).
+    #[serde(default)]
+    pub require_sender_constraint: bool,
+    /// Issuers (`iss`) whose tokens this client may present; empty: any issuer in the policy.
+    /// With several issuers, pin partner apps to the partner-facing AS and workloads to the STS.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderConstraintDoc {
+    /// Client kinds whose tokens must be sender-constrained everywhere (e.g. `["partner_app"]`).
+    pub required_for_kinds: Vec<ClientKind>,
+    /// DPoP (RFC 9449) proof checking; without it, DPoP-bound tokens are refused.
+    pub dpop: Option<DpopDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopDoc {
+    /// Scheme and host (and port, if not the default) clients address this API by: `htu` must be
+    /// this plus the request path. Never taken from request headers (they are client-controlled).
+    pub external_origin: String,
+    /// Proof algorithms accepted (asymmetric only).
+    #[serde(default = "default_dpop_algs")]
+    pub algorithms: Vec<String>,
+    /// How old (and, with the skew, how far ahead) a proof's `iat` may be; also how long its `jti`
+    /// is remembered.
+    #[serde(default = "default_dpop_window")]
+    pub iat_window_seconds: i64,
+    /// Replay cache size: buckets of 64 proofs each, shared by all workers of an Envoy. Hashing fills
+    /// buckets unevenly: plan on about 45 live proofs per bucket (4096 buckets: ~180 000 proofs per
+    /// window, 3 000 DPoP requests a second with a 60 s window).
+    #[serde(default = "default_dpop_buckets")]
+    pub replay_cache_buckets: u32,
+    #[serde(default = "default_dpop_bytes")]
+    pub max_proof_bytes: usize,
+}
+
+fn default_dpop_algs() -> Vec<String> {
+    vec!["ES256".into(), "EdDSA".into(), "PS256".into()]
+}
+
+fn default_dpop_window() -> i64 {
+    60
+}
+
+fn default_dpop_buckets() -> u32 {
+    4096
+}
+
+fn default_dpop_bytes() -> usize {
+    4096
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    pub id: String,
+    pub methods: Vec<String>,
+    /// Path template, e.g. `/accounts/{AccountId}/balances`.
+    pub path: String,
+    pub owner: String,
+    pub purpose: String,
+    /// Scopes the token must carry, all of them.
+    pub scopes: Vec<String>,
+    pub client_kinds: Vec<ClientKind>,
+    /// Longest token lifetime (`exp - iat`) accepted on this route.
+    pub max_token_lifetime_seconds: i64,
+    /// Oldest token (`now - iat`) accepted on this route.
+    pub max_token_age_seconds: i64,
+    /// Customer consent the route needs, beside machine authority.
+    pub consent: RouteConsentDoc,
+    /// On a `"none"` route: refuse tokens that carry a customer (sub other than the client).
+    #[serde(default)]
+    pub refuse_customer_tokens: bool,
+    /// With a revocation feed configured: deny when its data is stale (default). `false` lets the
+    /// route run on the last snapshot, however old, for availability-first routes.
+    #[serde(default = "yes")]
+    pub require_fresh_revocation: bool,
+    /// Roll-out aid: deny decisions on this route are logged as `would_deny` and let through.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Refuse tokens on this route unless they are sender-constrained (mTLS-bound or DPoP).
+    #[serde(default)]
+    pub require_sender_constraint: bool,
+    /// Let registered workloads call this route on their mTLS SPIFFE ID alone, without a token.
+    #[serde(default)]
+    pub accept_workload_identity: bool,
+}
