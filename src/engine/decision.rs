@@ -160,7 +160,12 @@ impl Engine {
             revocation: &self.revocation,
             replay: self.replay.as_mut(),
         };
-        (&self.policy, decide_with(&self.policy, state, facts))
+        let decision = decide_with(&self.policy, state, facts);
+        #[cfg(test)]
+        if let Decision::Deny(d) = &decision {
+            crate::engine::testkit::record_reason(d.reason);
+        }
+        (&self.policy, decision)
     }
 
     pub fn decide(&mut self, facts: &RequestFacts<'_>) -> Decision<'_> {
@@ -387,5 +392,5 @@ impl Deny<'_> {
 }
 
 #[cfg(test)]
-#[path = "decision_tests.rs"]
+#[path = "decision_tests/mod.rs"]
 mod tests;

@@ -152,3 +152,18 @@ pub fn decide_with_consent(
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+thread_local! {
+    /// The reasons the engine denied with on this thread (the coverage test reads them).
+    static REASONS: std::cell::RefCell<std::collections::HashSet<Reason>> = std::cell::RefCell::default();
+}
+
+/// Called by the engine for every denial it decides in a test build.
+pub fn record_reason(reason: Reason) {
+    REASONS.with(|r| r.borrow_mut().insert(reason));
+}
+
+/// The reasons recorded on this thread so far, clearing them.
+pub fn take_reasons() -> std::collections::HashSet<Reason> {
+    REASONS.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
