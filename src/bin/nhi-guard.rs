@@ -94,6 +94,8 @@ enum Command {
         #[arg(long, default_value = "/.well-known/jwks.json")]
         jwks_path: String,
     },
+    /// Print the policy's JSON Schema (generated from the loader's model; policies/policy.schema.json).
+    Schema,
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -259,6 +261,7 @@ fn main() -> ExitCode {
         Command::Upstream { port, feed_file, feed_path, jwks_file, jwks_path } => {
             upstream(port, [(feed_file, feed_path, "the revocation feed"), (jwks_file, jwks_path, "a JWKS")])
         }
+        Command::Schema => write_out(&nhi_guard::tools::schema::policy_schema()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "nhi-guard", &mut out);

@@ -85,7 +85,7 @@ pub fn choose_key<'k>(
 }
 
 /// One JWK as found in a JWKS. Extra members (x5c, key_ops, ...) are allowed by RFC 7517 and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Jwk {
     pub kty: String,
     pub kid: Option<String>,
@@ -104,7 +104,7 @@ pub struct Jwk {
 }
 
 /// A JWKS document (RFC 7517 §5).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }

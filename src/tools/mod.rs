@@ -4,6 +4,7 @@
 
 pub mod governance;
 pub mod mint;
+pub mod schema;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod echo;

@@ -4,9 +4,10 @@
 //! silently absent ceiling.
 
 use crate::engine::keys::JwkSet;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     /// Editors' schema pointer; ignored.
@@ -17,6 +18,7 @@ pub struct PolicyDocument {
     pub realm: String,
     #[serde(default)]
     pub settings: Settings,
+    #[schemars(length(min = 1))]
     pub issuers: Vec<IssuerDoc>,
     #[serde(default)]
     pub partners: Vec<PartnerDoc>,
@@ -36,7 +38,7 @@ pub struct PolicyDocument {
     pub governance: GovernanceDoc,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GovernanceDoc {
     /// Days between reviews, per identity class (`partner` and each client kind).
@@ -45,8 +47,10 @@ pub struct GovernanceDoc {
     pub max_token_lifetime_seconds: LifetimeCeilings,
     /// When set, the filter denies clients (and their partners' apps) whose review is overdue by
     /// more than this many days (`review_overdue`).
+    #[schemars(range(min = 0, max = 365))]
     pub enforce_review_grace_days: Option<i64>,
     /// Registrations expiring further out than this are flagged as long-lived.
+    #[schemars(range(min = 1, max = 3650))]
     pub max_registration_days: i64,
 }
 
@@ -61,12 +65,16 @@ impl Default for GovernanceDoc {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReviewCadence {
+    #[schemars(range(min = 1, max = 3650))]
     pub partner: i64,
+    #[schemars(range(min = 1, max = 3650))]
     pub partner_app: i64,
+    #[schemars(range(min = 1, max = 3650))]
     pub service_account: i64,
+    #[schemars(range(min = 1, max = 3650))]
     pub batch_job: i64,
 }
 
@@ -76,11 +84,14 @@ impl Default for ReviewCadence {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LifetimeCeilings {
+    #[schemars(range(min = 1, max = 86_400))]
     pub partner_app: i64,
+    #[schemars(range(min = 1, max = 86_400))]
     pub service_account: i64,
+    #[schemars(range(min = 1, max = 86_400))]
     pub batch_job: i64,
 }
 
@@ -90,21 +101,26 @@ impl Default for LifetimeCeilings {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationDoc {
     /// Envoy cluster that serves the feed.
+    #[schemars(length(min = 1))]
     pub cluster: String,
     /// Path of the feed document on that cluster.
     pub path: String,
     /// `:authority` sent with the fetch.
     #[serde(default = "default_feed_authority")]
+    #[schemars(length(min = 1))]
     pub authority: String,
     #[serde(default = "default_poll_ms")]
+    #[schemars(range(min = 100, max = 60_000))]
     pub poll_interval_ms: u64,
     #[serde(default = "default_feed_timeout_ms")]
+    #[schemars(range(min = 100, max = 30_000))]
     pub timeout_ms: u64,
     /// Deny routes that need fresh data when the last successful fetch is older than this.
+    #[schemars(range(min = 2, max = 3600))]
     pub max_staleness_seconds: i64,
     /// Where `cluster` points, for `nhi-guard envoy-config` to render it (the filter only names
     /// the cluster). Leave it out where the platform makes the cluster (Istio, Envoy Gateway).
@@ -113,20 +129,23 @@ pub struct RevocationDoc {
 }
 
 /// A host a fetched source lives on, as `nhi-guard envoy-config` renders its cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamDoc {
     /// DNS name or IP address.
+    #[schemars(length(min = 1))]
     pub host: String,
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// TLS to the host (absent: plaintext, for loopback and in-mesh sources only).
     #[serde(default)]
     pub tls: Option<UpstreamTlsDoc>,
     #[serde(default = "default_connect_timeout_ms")]
+    #[schemars(range(min = 100, max = 30_000))]
     pub connect_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsDoc {
     /// SNI sent, and the DNS name the server's certificate must carry (default: `host`).
@@ -157,7 +176,7 @@ fn default_feed_timeout_ms() -> u64 {
     2000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentDoc {
     /// The bank's consent service(s): the only signers of consent artefacts. Never the access-token issuer.
@@ -183,20 +202,24 @@ fn default_consent_header() -> String {
     "x-consent".to_string()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentIssuerDoc {
+    #[schemars(length(min = 1))]
     pub id: String,
+    #[schemars(length(min = 1))]
     pub algorithms: Vec<String>,
     #[serde(default = "default_skew")]
+    #[schemars(range(min = 0, max = 60))]
     pub clock_skew_seconds: i64,
     pub jwks: JwkSet,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConsentDoc {
     /// The `authorization_details[].type` whose `actions` are the granted permissions.
+    #[schemars(length(min = 1))]
     pub authorization_details_type: String,
 }
 
@@ -208,14 +231,41 @@ pub enum RouteConsentDoc {
     Permissions(Vec<Vec<String>>),
 }
 
+impl JsonSchema for RouteConsentDoc {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RouteConsent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "\"none\" for machine-only routes, or the permission groups a consent must grant: every inner list needs at least one granted permission",
+            "oneOf": [
+                {"const": "none"},
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["permissions"],
+                    "properties": {
+                        "permissions": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+                        }
+                    }
+                }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for RouteConsentDoc {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         struct Required {
             permissions: Vec<Vec<String>>,
         }
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         #[serde(untagged)]
         enum Raw {
             Word(String),
@@ -235,14 +285,17 @@ impl<'de> Deserialize<'de> for RouteConsentDoc {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Longest accepted access token, in bytes. Longer ones are refused before any parsing.
+    #[schemars(range(min = 256, max = 65536))]
     pub max_token_bytes: usize,
     /// Verified tokens kept per Envoy worker.
+    #[schemars(range(max = 1_000_000))]
     pub token_cache_entries: usize,
     /// Tokens with a failed signature kept per worker, so replaying a forgery costs a lookup.
+    #[schemars(range(max = 1_000_000))]
     pub negative_cache_entries: usize,
     /// `auto`: Envoy's native verifier for ES256/RS256 when the host has it; `pure-rust`: never.
     pub signature_backend: SignatureBackend,
@@ -258,7 +311,7 @@ pub struct Settings {
     pub audit_log: AuditLog,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditLog {
     All,
@@ -266,7 +319,7 @@ pub enum AuditLog {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Enforce,
@@ -288,25 +341,29 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignatureBackend {
     Auto,
     PureRust,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerDoc {
     /// Exact `iss` value.
+    #[schemars(length(min = 1))]
     pub id: String,
     /// Accepted `aud` values (the token must carry at least one).
+    #[schemars(length(min = 1))]
     pub audiences: Vec<String>,
     /// Allowed JWS algorithms: ES256, PS256, EdDSA; RS256 only with `allow_rs256`.
+    #[schemars(length(min = 1))]
     pub algorithms: Vec<String>,
     #[serde(default)]
     pub allow_rs256: bool,
     #[serde(default = "default_skew")]
+    #[schemars(range(min = 0, max = 60))]
     pub clock_skew_seconds: i64,
     #[serde(default = "yes")]
     pub require_typ_at_jwt: bool,
@@ -318,23 +375,28 @@ pub struct IssuerDoc {
     pub remote_jwks: Option<RemoteJwksDoc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwksDoc {
     /// Envoy cluster that reaches the issuer's JWKS endpoint.
+    #[schemars(length(min = 1))]
     pub cluster: String,
     /// Path of the JWKS document on that cluster (e.g. `/.well-known/jwks.json`).
     pub path: String,
     /// `:authority` sent with the fetch (the issuer's host name, for virtual hosting and SNI-routed proxies).
+    #[schemars(length(min = 1))]
     pub authority: String,
     /// Regular refresh, whether or not anything asks for it.
     #[serde(default = "default_jwks_refresh_ms")]
+    #[schemars(range(min = 1000, max = 86_400_000))]
     pub refresh_interval_ms: u64,
     /// Least time between two fetches triggered by tokens with an unknown `kid` (a flood of made-up
     /// kids must not turn into a flood of fetches at the issuer).
     #[serde(default = "default_jwks_refetch_ms")]
+    #[schemars(range(min = 500, max = 3_600_000))]
     pub unknown_kid_refetch_min_interval_ms: u64,
     #[serde(default = "default_feed_timeout_ms")]
+    #[schemars(range(min = 100, max = 30_000))]
     pub timeout_ms: u64,
     /// Where `cluster` points, for `nhi-guard envoy-config` (see `RevocationDoc::upstream`).
     #[serde(default)]
@@ -357,7 +419,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartnerStatus {
     Active,
@@ -365,13 +427,16 @@ pub enum PartnerStatus {
     Offboarded,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerDoc {
+    #[schemars(length(min = 1))]
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    #[schemars(length(min = 1))]
     pub owner: String,
+    #[schemars(length(min = 1))]
     pub purpose: String,
     pub status: PartnerStatus,
     /// RFC 3339 instant the contract ends; access stops then.
@@ -381,7 +446,7 @@ pub struct PartnerDoc {
     pub last_reviewed: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientKind {
     /// A third party's application (fintech, aggregator): needs a partner.
@@ -402,7 +467,7 @@ impl ClientKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientStatus {
     Active,
@@ -410,16 +475,19 @@ pub enum ClientStatus {
     Revoked,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientDoc {
     /// The token's `client_id`.
+    #[schemars(length(min = 1))]
     pub id: String,
     pub kind: ClientKind,
     /// The partner that owns a `partner_app`; absent for internal identities.
     #[serde(default)]
     pub partner: Option<String>,
+    #[schemars(length(min = 1))]
     pub owner: String,
+    #[schemars(length(min = 1))]
     pub purpose: String,
     /// RFC 3339 instant the registration expires.
     pub expires: String,
@@ -446,7 +514,7 @@ pub struct ClientDoc {
     pub issuers: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SenderConstraintDoc {
     /// Client kinds whose tokens must be sender-constrained everywhere (e.g. `["partner_app"]`).
@@ -455,7 +523,7 @@ pub struct SenderConstraintDoc {
     pub dpop: Option<DpopDoc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DpopDoc {
     /// Scheme and host (and port, if not the default) clients address this API by: `htu` must be
@@ -463,17 +531,21 @@ pub struct DpopDoc {
     pub external_origin: String,
     /// Proof algorithms accepted (asymmetric only).
     #[serde(default = "default_dpop_algs")]
+    #[schemars(length(min = 1))]
     pub algorithms: Vec<String>,
     /// How old (and, with the skew, how far ahead) a proof's `iat` may be; also how long its `jti`
     /// is remembered.
     #[serde(default = "default_dpop_window")]
+    #[schemars(range(min = 10, max = 300))]
     pub iat_window_seconds: i64,
     /// Replay cache size: buckets of 64 proofs each, shared by all workers of an Envoy. Hashing fills
     /// buckets unevenly: plan on about 45 live proofs per bucket (4096 buckets: ~180 000 proofs per
     /// window, 3 000 DPoP requests a second with a 60 s window).
     #[serde(default = "default_dpop_buckets")]
+    #[schemars(range(min = 16, max = 65_536))]
     pub replay_cache_buckets: u32,
     #[serde(default = "default_dpop_bytes")]
+    #[schemars(range(min = 512, max = 16_384))]
     pub max_proof_bytes: usize,
 }
 
@@ -493,21 +565,28 @@ fn default_dpop_bytes() -> usize {
     4096
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDoc {
+    #[schemars(length(min = 1))]
     pub id: String,
+    #[schemars(length(min = 1))]
     pub methods: Vec<String>,
     /// Path template, e.g. `/accounts/{AccountId}/balances`.
     pub path: String,
+    #[schemars(length(min = 1))]
     pub owner: String,
+    #[schemars(length(min = 1))]
     pub purpose: String,
     /// Scopes the token must carry, all of them.
     pub scopes: Vec<String>,
+    #[schemars(length(min = 1))]
     pub client_kinds: Vec<ClientKind>,
     /// Longest token lifetime (`exp - iat`) accepted on this route.
+    #[schemars(range(min = 1, max = 86_400))]
     pub max_token_lifetime_seconds: i64,
     /// Oldest token (`now - iat`) accepted on this route.
+    #[schemars(range(min = 1, max = 86_400))]
     pub max_token_age_seconds: i64,
     /// Customer consent the route needs, beside machine authority.
     pub consent: RouteConsentDoc,
