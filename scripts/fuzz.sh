@@ -18,6 +18,8 @@ export PATH="$PWD/target/tools/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
+# Build every target first, so a build failure is told apart from a finding.
+cargo fuzz build --fuzz-dir fuzz || { echo "fuzz: the targets do not build" >&2; exit 2; }
 results=target/fuzz-results.md
 mkdir -p target
 {
