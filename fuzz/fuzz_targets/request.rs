@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nhi_guard::engine::jwt::verifier::PureRust;
-use nhi_guard::{header_map, Engine, RequestFacts};
+use nhi_guard::engine::header_map;
+use nhi_guard::{Engine, RequestFacts};
 use std::cell::RefCell;
 use std::rc::Rc;
 

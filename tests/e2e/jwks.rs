@@ -262,7 +262,8 @@ fn an_issuer_on_another_host_serves_its_keys_over_verified_tls() {
     let envoy = Envoy::start(&external_issuer_policy(host.port));
     let took = envoy.wait_until(Duration::from_secs(10), || ledger(&envoy, &t) == "allowed");
     assert!(took.is_some(), "keys over HTTPS never arrived: {}\n{}", ledger(&envoy, &t), envoy.log());
-    assert!(envoy.log().contains("auth-eu.bank.example published keys [\"eu-1\"]"));
+    let published = "auth-eu.bank.example published keys [\"eu-1\"]";
+    assert!(envoy.log_with(published).contains(published), "the log file is flushed on an interval: waited for it");
 
     // The same host name, but the server presents a certificate for another name: never trusted.
     let impostor = HttpsHost::start("impostor", &jwks);
