@@ -143,14 +143,31 @@ enum KeyAlg {
     Ps256,
 }
 
+/// Who signs what is minted.
 #[derive(clap::Args)]
-struct TokenArgs {
+struct Signer {
+    /// PKCS#8 PEM private key.
     #[arg(long)]
     key: String,
     #[arg(long)]
     kid: String,
     #[arg(long)]
     iss: String,
+    /// Algorithm for an RSA key.
+    #[arg(long, value_enum)]
+    alg: Option<RsaAlg>,
+}
+
+impl Signer {
+    fn key(&self) -> Result<SigningKey, String> {
+        SigningKey::from_pkcs8_pem(&read(&self.key)?, RsaAlg::alg(self.alg))
+    }
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    signer: Signer,
     #[arg(long)]
     aud: String,
     #[arg(long)]
@@ -165,8 +182,6 @@ struct TokenArgs {
     /// Shift iat (and so exp) by this many seconds.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     iat_offset: i64,
-    #[arg(long, value_enum)]
-    alg: Option<RsaAlg>,
     /// Bind the token to this client certificate (cnf.x5t#S256).
     #[arg(long)]
     bind_cert: Option<String>,
@@ -183,12 +198,8 @@ struct TokenArgs {
 
 #[derive(clap::Args)]
 struct ConsentArgs {
-    #[arg(long)]
-    key: String,
-    #[arg(long)]
-    kid: String,
-    #[arg(long)]
-    iss: String,
+    #[command(flatten)]
+    signer: Signer,
     #[arg(long)]
     client: String,
     /// The customer.
@@ -204,8 +215,6 @@ struct ConsentArgs {
     /// Authorised, Revoked, AwaitingAuthorisation, ...
     #[arg(long)]
     status: Option<String>,
-    #[arg(long, value_enum)]
-    alg: Option<RsaAlg>,
     /// Print this many artefacts with distinct consent ids.
     #[arg(long, default_value_t = 1)]
     count: u32,
@@ -425,10 +434,10 @@ fn inventory(file: &str, format: InventoryFormat) -> Result<(), String> {
 }
 
 fn token(a: &TokenArgs) -> Result<(), String> {
-    let key = SigningKey::from_pkcs8_pem(&read(&a.key)?, RsaAlg::alg(a.alg))?;
+    let key = a.signer.key()?;
     let iat = unix_now()? + a.iat_offset;
     let client = a.client.as_str();
-    let mut claims = access_token_claims(&a.iss, &a.aud, client, &a.scope, iat, a.ttl);
+    let mut claims = access_token_claims(&a.signer.iss, &a.aud, client, &a.scope, iat, a.ttl);
     // Distinct jti per mint, even for identical claims in the same second.
     claims["jti"] = json!(format!("{client}-{iat}-{}-{}", std::process::id(), claims["jti"].as_str().unwrap_or("")));
     if let Some(sub) = &a.sub {
@@ -445,7 +454,7 @@ fn token(a: &TokenArgs) -> Result<(), String> {
         let value: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
         claims[name] = value;
     }
-    let header = access_token_header(&key, &a.kid);
+    let header = access_token_header(&key, &a.signer.kid);
     emit(&header, claims, &key, a.count, "jti")
 }
 
@@ -476,13 +485,13 @@ fn unix_now() -> Result<i64, String> {
 }
 
 fn consent(a: &ConsentArgs) -> Result<(), String> {
-    let key = SigningKey::from_pkcs8_pem(&read(&a.key)?, RsaAlg::alg(a.alg))?;
+    let key = a.signer.key()?;
     let permissions: Vec<&str> = a.permissions.split_whitespace().collect();
-    let mut claims = consent_claims(&a.iss, &a.sub, &a.client, &a.consent_id, &permissions, unix_now()?, a.ttl);
+    let mut claims = consent_claims(&a.signer.iss, &a.sub, &a.client, &a.consent_id, &permissions, unix_now()?, a.ttl);
     if let Some(status) = &a.status {
         claims["status"] = json!(status);
     }
-    emit(&consent_header(&key, &a.kid), claims, &key, a.count, "consent_id")
+    emit(&consent_header(&key, &a.signer.kid), claims, &key, a.count, "consent_id")
 }
 
 /// Prints `count` signed JWS, one per line. With more than one, `vary` gets a suffix per token so

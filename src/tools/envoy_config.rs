@@ -115,13 +115,8 @@ fn http_filters(l: &EnvoyLayout) -> String {
         None => format!(
             r#"          - name: envoy.filters.http.wasm
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                # Never a pass: if the VM cannot run, requests are refused (see the README).
-                failure_policy: {failure}
-{plugin}"#,
-            failure = l.plugin.failure_policy,
-            plugin = plugin_config(l, 16),
+{wasm}"#,
+            wasm = wasm_config(l, 14),
         ),
         Some(dir) => format!(
             r#"          # Delivered by ECDS from a watched file, as Istio and Envoy Gateway deliver Wasm plugins.
@@ -238,6 +233,19 @@ vm_config:
     format!("{}{}", indent(&block, pad), indent(&l.policy_json, pad + 4))
 }
 
+/// The `envoy.filters.http.wasm` typed config (its `@type` and `config`), `pad` spaces in.
+fn wasm_config(l: &EnvoyLayout, pad: usize) -> String {
+    let head = format!(
+        r#""@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+config:
+  # Never a pass: if the VM cannot run, requests are refused (see docs/deployment.md).
+  failure_policy: {}
+"#,
+        l.plugin.failure_policy
+    );
+    format!("{}{}", indent(&head, pad), plugin_config(l, pad + 2))
+}
+
 /// The ECDS file a layout with `ecds_dir` watches (`<ecds_dir>/<filter name>.yaml`). Replace it
 /// atomically (write another file, rename it over this one) to push a policy update.
 pub fn render_ecds_resource(l: &EnvoyLayout) -> String {
@@ -247,14 +255,9 @@ resources:
 - "@type": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig
   name: {name}
   typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-    config:
-      # Never a pass: if the VM cannot run, requests are refused (see the README).
-      failure_policy: {failure}
-{plugin}"#,
-        failure = l.plugin.failure_policy,
+{wasm}"#,
         name = l.plugin.filter_name,
-        plugin = plugin_config(l, 6),
+        wasm = wasm_config(l, 4),
     )
 }
 

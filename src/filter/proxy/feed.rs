@@ -9,7 +9,7 @@
 
 use super::fetch::{Fetch, Reply};
 use super::host::ProxyHost;
-use super::lease::LeaseHolder;
+use super::lease::{LeaseHolder, Turn};
 use super::{log, now};
 use crate::engine::policy::RevocationFeed;
 use crate::engine::revocation::{RevocationSnapshot, MAX_FEED_BYTES};
@@ -72,20 +72,19 @@ impl FeedPoller {
     }
 
     pub fn tick(&mut self, now_ms: i64, lease: &LeaseHolder) {
-        if !lease.hold(&self.keys.lease, now_ms) {
-            self.holding = false;
-            return;
-        }
-        if !self.holding {
-            self.holding = true;
-            self.next_due_ms = 0;
-            log(
-                LogLevel::Info,
-                &format!(
-                    "nhi-guard feed: this worker polls cluster {} path {} every {} ms",
-                    self.feed.cluster, self.feed.path, self.feed.poll_interval_ms
-                ),
-            );
+        match lease.turn(&self.keys.lease, now_ms, &mut self.holding) {
+            Turn::Idle => return,
+            Turn::Holding => {}
+            Turn::TookOver => {
+                self.next_due_ms = 0;
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "nhi-guard feed: this worker polls cluster {} path {} every {} ms",
+                        self.feed.cluster, self.feed.path, self.feed.poll_interval_ms
+                    ),
+                );
+            }
         }
         if let Some((_, t)) = self.published() {
             metrics::record(

@@ -11,7 +11,7 @@
 
 use super::fetch::{Fetch, Reply};
 use super::host::ProxyHost;
-use super::lease::LeaseHolder;
+use super::lease::{LeaseHolder, Turn};
 use super::{log, now};
 use crate::engine::jwt::jwks::{fingerprint, parse_fetched, MAX_JWKS_BYTES};
 use crate::engine::policy::{Policy, RemoteJwks};
@@ -106,20 +106,19 @@ impl JwksPoller {
     }
 
     pub fn tick(&mut self, now_ms: i64, lease: &LeaseHolder) {
-        if !lease.hold(&self.keys.lease, now_ms) {
-            self.holding = false;
-            return;
-        }
-        if !self.holding {
-            self.holding = true;
-            self.next_refresh_ms = 0;
-            log(
-                LogLevel::Info,
-                &format!(
-                    "nhi-guard jwks: this worker polls {} from cluster {} path {} every {} ms",
-                    self.iss, self.remote.cluster, self.remote.path, self.remote.refresh_interval_ms
-                ),
-            );
+        match lease.turn(&self.keys.lease, now_ms, &mut self.holding) {
+            Turn::Idle => return,
+            Turn::Holding => {}
+            Turn::TookOver => {
+                self.next_refresh_ms = 0;
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "nhi-guard jwks: this worker polls {} from cluster {} path {} every {} ms",
+                        self.iss, self.remote.cluster, self.remote.path, self.remote.refresh_interval_ms
+                    ),
+                );
+            }
         }
         if let Ok((Some(request), _)) = hostcalls::get_shared_data(&self.keys.refetch) {
             if self.seen_request.as_ref() != Some(&request) {

@@ -8,6 +8,16 @@ use proxy_wasm::hostcalls;
 /// A CAS value the host never hands out for a live key: creates the entry only if still absent.
 const NO_CAS: u32 = u32::MAX;
 
+/// What a root context does for a source on a tick.
+pub enum Turn {
+    /// Another worker polls it.
+    Idle,
+    /// This context just became the poller: fetch now.
+    TookOver,
+    /// This context polls it, as before.
+    Holding,
+}
+
 /// This root context's identity as a lease holder.
 pub struct LeaseHolder {
     me: u64,
@@ -25,6 +35,17 @@ impl LeaseHolder {
         let Ok((current, cas)) = hostcalls::get_shared_data(key) else { return false };
         let Some(value) = claim_lease(current.as_deref(), self.me, now_ms) else { return false };
         hostcalls::set_shared_data(key, Some(&value), Some(cas.unwrap_or(NO_CAS))).is_ok()
+    }
+
+    /// This context's turn for one source this tick: `hold`, and note in `holding` whether it
+    /// still holds the lease, so a takeover (which fetches at once) is told apart from a renewal.
+    pub fn turn(&self, key: &str, now_ms: i64, holding: &mut bool) -> Turn {
+        let was = std::mem::replace(holding, self.hold(key, now_ms));
+        match (was, *holding) {
+            (_, false) => Turn::Idle,
+            (false, true) => Turn::TookOver,
+            (true, true) => Turn::Holding,
+        }
     }
 
     /// Gives the lease at `key` up if held, so another worker takes over on its next tick.
