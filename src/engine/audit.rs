@@ -118,7 +118,7 @@ pub fn subject_hash(key: &[u8], subject: &str) -> String {
 /// Ids the filter makes up for a worker: decision ids, unique whatever the request carries (a
 /// client's `x-request-id` is repeated by fan-out calls, and can be anything), and FAPI interaction
 /// ids (RFC 4122 UUIDs) for requests that bring none or a malformed one. Seeded once per worker from
-/// the VM's random source by the host shell; a SplitMix64 sequence after that (unique, not secret).
+/// the VM's random source by the filter shell; a SplitMix64 sequence after that (unique, not secret).
 pub struct IdSource {
     worker: u32,
     counter: u64,

@@ -1,7 +1,7 @@
 //! The pipeline that turns request facts into a `Decision`, and the decision's HTTP rendering.
 //!
 //! route -> credential -> token -> machine authority -> delegation -> consent. Pure: no host calls;
-//! the host shell gathers `RequestFacts`, calls `Engine::decide`, and applies the result.
+//! the filter shell gathers `RequestFacts`, calls `Engine::decide`, and applies the result.
 
 use crate::engine::authority::{self, Authority};
 use crate::engine::binding::{self, AuthMethod, Presenter};
@@ -79,12 +79,12 @@ impl Engine {
         let authenticator = Authenticator::new(&policy);
         let consents = ConsentVerifier::new(&policy);
         let buckets = policy.dpop.as_ref().map_or(16, |d| d.replay_cache_buckets);
-        // Tests and native use; the filter's host shell puts in the shared cache with a random secret.
+        // Tests and native use; the filter shell puts in the shared cache with a random secret.
         let replay = Box::new(LocalReplayCache::new(buckets, [0; 32]));
         Engine { policy, verifier, authenticator, consents, revocation: RevocationState::default(), replay }
     }
 
-    /// Where DPoP proofs are remembered. The host shell puts in one shared by all workers; the
+    /// Where DPoP proofs are remembered. The filter shell puts in one shared by all workers; the
     /// default is this engine's own memory.
     pub fn set_replay_guard(&mut self, replay: Box<dyn ReplayGuard>) {
         self.replay = replay;

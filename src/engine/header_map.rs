@@ -1,7 +1,7 @@
 //! The proxy-wasm serialized header map, walked in place.
 //!
 //! Layout (proxy-wasm ABI): a little-endian u32 count, then `count` pairs of u32 (name length,
-//! value length), then each name and each value followed by a NUL byte. The host shell fetches the
+//! value length), then each name and each value followed by a NUL byte. The filter shell fetches the
 //! buffer in one call; this walks it without copying, so a request costs one allocation, not two
 //! per header. Pure, so it is tested natively and under wasm-bindgen.
 

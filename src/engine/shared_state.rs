@@ -8,7 +8,7 @@
 //!
 //! One worker per Envoy polls a source: whoever holds its lease. The lease is a 16-byte record
 //! (holder, expiry) updated by compare-and-swap; the holder renews it on every tick, releases it
-//! when its plugin goes away, and anyone may take it once it has expired. Pure: the host shell
+//! when its plugin goes away, and anyone may take it once it has expired. Pure: the filter shell
 //! does the reads and writes.
 
 use crate::engine::jwt::jwks::fingerprint;

@@ -1,6 +1,6 @@
 //! Keys fetched from an issuer's JWKS endpoint: the document's validation and this worker's copy.
 //!
-//! The poller (host shell) fetches, validates and publishes each remote issuer's JWKS with a
+//! The poller (the filter shell) fetches, validates and publishes each remote issuer's JWKS with a
 //! generation; every worker takes a new generation into its `KeyStore`, parsed once. A worker that
 //! meets a `kid` its issuer does not list asks (rate-limited) for an early refetch. Keys that leave
 //! the JWKS stop verifying when the worker takes the new generation: the engine then drops its

@@ -1,7 +1,7 @@
 //! Envoy's native signature check (the `verify_signature` foreign function, BoringSSL), seen from the core.
 //!
 //! The core owns the wire format (a tiny protobuf) and the JWS-to-DER signature conversion, so both
-//! are unit-tested natively; the host shell only supplies the raw foreign-function call.
+//! are unit-tested natively; the filter shell only supplies the raw foreign-function call.
 //! BoringSSL picks the algorithm from the key, so only keys already pinned to ES256 or RS256 go
 //! there; PS256 and EdDSA (which it cannot do) stay on the pure-Rust path.
 

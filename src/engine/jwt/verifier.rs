@@ -1,6 +1,6 @@
 //! Signature verification behind one interface, with a pure-Rust implementation.
 //!
-//! The core asks a `SignatureVerifier`; the host shell may hand it Envoy's native one
+//! The core asks a `SignatureVerifier`; the filter shell may hand it Envoy's native one
 //! (`native::HostSignatureVerifier`), which delegates what BoringSSL cannot do back to `PureRust`.
 
 use crate::engine::keys::{KeyMaterial, VerificationKey};
