@@ -21,6 +21,9 @@ cargo build --quiet --release --lib --target wasm32-wasip1 --features test-trap 
 step "core, CLI and end-to-end tests (native; e2e drives the real Envoy)"
 cargo test --quiet
 
+step "fuzz targets still compile (running them is scripts/fuzz.sh)"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+
 step "core tests compiled to wasm32-unknown-unknown, run by wasm-bindgen-test under Node"
 cargo test --lib --target wasm32-unknown-unknown
 

@@ -2,7 +2,8 @@
 //! must re-encode to the same text (one spelling per token).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nhi_guard::engine::jwt::{base64url, claims::AccessTokenClaims, jws};
+use nhi_guard::engine::base64url;
+use nhi_guard::engine::jwt::{claims::AccessTokenClaims, jws};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(decoded) = base64url::decode(data) {
