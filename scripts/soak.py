@@ -19,6 +19,7 @@ import bench  # noqa: E402  (the benchmark's Envoy, config and minting helpers)
 
 MINUTES = int(os.environ.get("SOAK_MINUTES", "10"))
 SEGMENT = 55  # seconds of load per minute; the rest mints the next minute's proofs
+REMINT = int(os.environ.get("SOAK_REMINT_MINUTES", "4"))  # tokens are good for 600 s
 
 LUA = r"""
 local function lines(p) local t = {} for l in io.lines(p) do t[#t + 1] = l end return t end
@@ -76,6 +77,13 @@ def wasm_vms(front):
     return sum(int(v) for _, v in created)
 
 
+def envoy_heap_mib(front):
+    """Envoy's own heap in use (tcmalloc `allocated`); Wasm linear memory is outside it."""
+    import json as _json
+    text = urllib.request.urlopen(f"http://127.0.0.1:{front.admin}/memory", timeout=5).read().decode()
+    return int(_json.loads(text).get("allocated", 0)) / (1 << 20)
+
+
 def main():
     up_port, up_admin = bench.free_port(), bench.free_port()
     upstream = bench.Envoy("soak-upstream", bench.bootstrap(up_port, up_admin, direct=True), 1)
@@ -98,7 +106,7 @@ def main():
         # Minute 0 warms up (caches fill to their bounds) and is not reported. Tokens are re-minted every
         # four minutes (routes take tokens up to 600 s old), proofs every minute (their iat window).
         for minute in range(MINUTES + 1):
-            if minute % 4 == 0:
+            if minute % REMINT == 0:
                 bearer = bench.mint("as-es256.pem", "as-es256", 6000)
                 machine = bench.mint("as-es256.pem", "as-es256", 1500, extra=())
                 artefacts = bench.mint_consents(1500)
@@ -119,7 +127,7 @@ def main():
             five = int(re.search(r"FIVE_XX (\d+)", out).group(1))
             row = (minute, rps, five, front.rss_mib(), wasm_vms(front) - vms0)
             label = "warm-up" if minute == 0 else f"minute {minute}"
-            print(f"soak {label}: {rps:.0f} req/s, {five} 5xx, RSS {row[3]:.1f} MiB, VM restarts {row[4]}", file=sys.stderr)
+            print(f"soak {label}: {rps:.0f} req/s, {five} 5xx, RSS {row[3]:.1f} MiB (Envoy heap {envoy_heap_mib(front):.1f}), VM restarts {row[4]}", file=sys.stderr)
             if minute == 0:
                 if five or row[4]:
                     rows.append(row)  # a failure in the warm-up counts too
