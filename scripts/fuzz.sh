@@ -35,7 +35,7 @@ for t in "${targets[@]}"; do
   cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -runs="$runs" -print_final_stats=1 -max_len=8192 > "$log" 2>&1 || status=$?
   secs=$(( $(date +%s) - start ))
-  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -1)
+  execs=$(grep -a 'stat::number_of_executed_units' "$log" | awk '{ print $NF }' | tail -1)
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
   finding="none"
   [ "$status" -eq 0 ] || finding="exit $status: see $log"
