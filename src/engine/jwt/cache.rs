@@ -2,13 +2,15 @@
 //!
 //! Used twice: for verified tokens (a repeated token skips parsing and the signature) and for
 //! tokens whose signature failed (replaying one forged token costs a lookup, not a verify).
-//! Entries never outlive their `until` time; when full, the oldest insertion goes first (FIFO),
-//! which is O(1) and good enough because entries are short-lived anyway.
+//! Entries never answer past their `until` time; when full, the oldest insertion goes first (FIFO),
+//! which is O(1) and good enough because entries are short-lived anyway. Every key sits once in
+//! the map and once in the FIFO: an expired entry stays until it is refreshed in place or evicted,
+//! so a token seen again after expiry (a replayed forgery, once a minute) costs no extra memory.
 
 use super::verifier::SignatureVerifier;
 use crate::engine::keys::VerificationKey;
 use crate::engine::reason::Reason;
-use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
@@ -32,21 +34,22 @@ impl<V: Clone> TokenCache<V> {
         }
     }
 
-    /// The cached value if present and `now < until`. An expired entry is dropped on sight.
+    /// The cached value if present and `now < until`.
     pub fn get(&mut self, token: &str, now: i64) -> Option<V> {
         match self.map.get(token) {
             Some((v, until)) if now < *until => Some(v.clone()),
-            Some(_) => {
-                self.map.remove(token);
-                None
-            }
-            None => None,
+            _ => None,
         }
     }
 
     /// Stores `value` until `until` (Unix seconds). A zero-capacity cache stores nothing.
     pub fn insert(&mut self, token: &str, value: V, until: i64) {
         if self.capacity == 0 {
+            return;
+        }
+        // Seen before (expired, say): refresh in place, keeping its place in the FIFO.
+        if let Some(slot) = self.map.get_mut(token) {
+            *slot = (value, until);
             return;
         }
         while self.map.len() >= self.capacity {
@@ -58,20 +61,8 @@ impl<V: Clone> TokenCache<V> {
             }
         }
         let key: Rc<str> = Rc::from(token);
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(mut e) => {
-                e.insert((value, until));
-            }
-            Entry::Vacant(e) => {
-                e.insert((value, until));
-                self.order.push_back(key);
-            }
-        }
-        // Keys removed by expiry stay in `order` until popped; cap that backlog too.
-        if self.order.len() > self.capacity.saturating_mul(2) {
-            let map = &self.map;
-            self.order.retain(|k| map.contains_key(k));
-        }
+        self.map.insert(key.clone(), (value, until));
+        self.order.push_back(key);
     }
 
     pub fn len(&self) -> usize {
@@ -169,8 +160,11 @@ mod tests {
         let mut c = TokenCache::new(4);
         c.insert("a", 1, 100);
         assert_eq!(c.get("a", 99), Some(1));
-        assert_eq!(c.get("a", 100), None);
-        assert!(c.is_empty(), "expired entry is dropped");
+        assert_eq!(c.get("a", 100), None, "never past its time");
+        // Seen again after expiry (a forgery replayed once a minute): refreshed in place, no new slot.
+        c.insert("a", 2, 200);
+        assert_eq!((c.len(), c.order.len()), (1, 1));
+        assert_eq!(c.get("a", 150), Some(2));
     }
 
     #[test]
@@ -188,7 +182,19 @@ mod tests {
             big.insert(&format!("t{i}"), i, if i % 2 == 0 { 1 } else { 1000 });
             let _ = big.get(&format!("t{}", i / 2), 5);
         }
-        assert!(big.len() <= 100 && big.order.len() <= 200);
+        assert!(big.len() <= 100);
+        assert_eq!(big.order.len(), big.len(), "every key once in the FIFO, no backlog");
+        // The same 50 tokens expiring and coming back, over and over: memory stays put.
+        let mut churn = TokenCache::new(64);
+        for round in 0..100 {
+            for i in 0..50 {
+                let t = format!("forged-{i}");
+                if churn.get(&t, round * 100).is_none() {
+                    churn.insert(&t, i, round * 100 + 60);
+                }
+            }
+        }
+        assert_eq!((churn.len(), churn.order.len()), (50, 50));
     }
 
     #[test]
