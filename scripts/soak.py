@@ -108,9 +108,12 @@ def main():
         for minute in range(MINUTES + 1):
             if minute % REMINT == 0:
                 bearer = bench.mint("as-es256.pem", "as-es256", 6000)
-                machine = bench.mint("as-es256.pem", "as-es256", 1500, extra=())
-                artefacts = bench.mint_consents(1500)
-                forged = [t[:-2] + ("AA" if not t.endswith("AA") else "BB") for t in bench.mint("as-es256.pem", "as-es256", 900)]
+                # Every pool is larger than the cache it lands in (4096 verified tokens and consent
+                # artefacts, 1024 forged ones per worker), so the warm-up fills each cache to its bound
+                # and later pools only churn it.
+                machine = bench.mint("as-es256.pem", "as-es256", 5000, extra=())
+                artefacts = bench.mint_consents(5000)
+                forged = [t[:-2] + ("AA" if not t.endswith("AA") else "BB") for t in bench.mint("as-es256.pem", "as-es256", 1500)]
                 offboarded = bench.mint("as-es256.pem", "as-es256", 300, client="quickloans-app", scope="accounts")
                 invalid = forged + offboarded + [f"eyJhbGciOiJFUzI1NiJ9.garbage-{i}!.x" for i in range(300)]
                 dpop_token = bench.mint("as-es256.pem", "as-es256", 1, scope="payments", extra=("--bind-dpop-key", key), sub=None, ttl=600)
