@@ -300,11 +300,11 @@ macro_rules! outln {
     ($($arg:tt)*) => { write_out(&format!("{}\n", format_args!($($arg)*)))? };
 }
 
-/// Tools read policies whose audit key lives in the filter's environment
-/// (`settings.audit_subject_key_env`): the variable's value when this process has it, else a
-/// stand-in. The filter itself refuses to start without it.
+/// Tools read policies whose secrets live in the filter's environment (the audit key, DPoP nonce
+/// keys): the variable's value when this process has it, else a stand-in (long enough to pass as
+/// a key). The filter itself refuses to start without them.
 fn env_or_stand_in(name: &str) -> Option<String> {
-    Some(std::env::var(name).unwrap_or_else(|_| format!("(${name} at run time)")))
+    Some(std::env::var(name).unwrap_or_else(|_| format!("(${name}: a stand-in for the value at run time)")))
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -565,10 +565,14 @@ fn envoy_config(a: &EnvoyConfigArgs) -> Result<(), String> {
     write_out(&render(&layout))
 }
 
-/// The environment variables a policy reads (`settings.audit_subject_key_env`), for the VM config.
+/// The environment variables a policy reads (`settings.audit_subject_key_env`,
+/// `sender_constraint.dpop.nonce.key_env`), for the VM config.
 fn policy_env_keys(policy_json: &str) -> Vec<String> {
     let doc: Value = serde_json::from_str(policy_json).unwrap_or(Value::Null);
-    doc["settings"]["audit_subject_key_env"].as_str().map(|k| vec![k.to_string()]).unwrap_or_default()
+    [&doc["settings"]["audit_subject_key_env"], &doc["sender_constraint"]["dpop"]["nonce"]["key_env"]]
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
 }
 
 /// The echo upstream, also serving each (file, path, what) document given a file.

@@ -34,6 +34,14 @@ impl AuthMethod {
     }
 }
 
+/// How the presenter proved its right to the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderCheck {
+    pub method: AuthMethod,
+    /// The DPoP proof's server nonce is due for rotation: the response carries the next one.
+    pub renew_nonce: bool,
+}
+
 /// What the request brought besides the token.
 pub struct Presenter<'a> {
     pub scheme: Scheme,
@@ -57,9 +65,10 @@ pub fn check(
     p: &Presenter<'_>,
     verifier: &dyn SignatureVerifier,
     replay: &mut dyn ReplayGuard,
-) -> Result<AuthMethod, Reason> {
+) -> Result<SenderCheck, Reason> {
     let bound_to_key = token.binding.dpop_jkt.as_deref();
     let mut method = AuthMethod::Bearer;
+    let mut renew_nonce = false;
     match (p.scheme, bound_to_key) {
         (Scheme::Bearer, None) => {}
         // RFC 9449 §7.2: a DPoP-bound token must not work as a bearer token.
@@ -70,14 +79,17 @@ pub fn check(
         (Scheme::Dpop, Some(jkt)) => {
             let settings = policy.dpop.as_ref().ok_or(Reason::DpopNotEnabled)?;
             let proof = p.dpop?.ok_or(Reason::DpopProofMissing)?;
-            let request = ProofContext { method: p.method, path: p.path, access_token: p.token_text, jkt, now: p.now };
-            let id = dpop::check_proof(settings, proof, &request, verifier)?;
-            match replay.record(&id, p.now) {
+            let nonce = settings.nonce.as_ref().filter(|_| route.require_dpop_nonce);
+            let request =
+                ProofContext { method: p.method, path: p.path, access_token: p.token_text, jkt, now: p.now, nonce };
+            let proof = dpop::check_proof(settings, proof, &request, verifier)?;
+            match replay.record(&proof.id, p.now) {
                 Ok(()) => {}
                 Err(ReplayError::Replayed) => return Err(Reason::DpopReplayed),
                 Err(ReplayError::Unavailable(_)) => return Err(Reason::DpopReplayCacheUnavailable),
             }
             method = AuthMethod::Dpop;
+            renew_nonce = proof.renew_nonce;
         }
     }
     if let Some(cert) = token.binding.certificate {
@@ -95,7 +107,7 @@ pub fn check(
     if (route.require_sender_constraint || client.require_sender_constraint) && !token.binding.is_bound() {
         return Err(Reason::SenderConstraintRequired);
     }
-    Ok(method)
+    Ok(SenderCheck { method, renew_nonce })
 }
 
 /// The connection's certificate is one the client registered (by thumbprint or SPIFFE ID).

@@ -11,11 +11,14 @@ use crate::engine::delegation;
 use crate::engine::jwt::verifier::SignatureVerifier;
 use crate::engine::jwt::{Authenticator, VerifiedToken};
 use crate::engine::policy::{Client, Mode, Policy, RouteRule};
-use crate::engine::reason::Reason;
+use crate::engine::reason::{Challenge, Reason};
 use crate::engine::replay::{LocalReplayCache, ReplayGuard};
 use crate::engine::revocation::{RevocationSnapshot, RevocationState};
 use crate::engine::route;
 use std::rc::Rc;
+
+/// The response header that hands a client its DPoP server nonce (RFC 9449 §8.1).
+pub const DPOP_NONCE: &str = "dpop-nonce";
 
 /// The request may go upstream, with these verified identities.
 #[derive(Debug)]
@@ -32,6 +35,9 @@ pub struct Allow<'p> {
     pub actor: Option<&'p Client>,
     /// The consent the route relied on, for routes that need one.
     pub consent: Option<ConsentUse>,
+    /// The next DPoP server nonce, when the proof's one is due for rotation (sent on the response
+    /// as `DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 /// The request is refused.
@@ -47,6 +53,8 @@ pub struct Deny<'p> {
     pub dpop_algs: &'p str,
     /// The request used the DPoP scheme: token errors are challenged with DPoP.
     pub dpop_scheme: bool,
+    /// The nonce to retry with (`DPoP-Nonce`), for `use_dpop_nonce` denials.
+    pub dpop_nonce: Option<String>,
 }
 
 #[derive(Debug)]
@@ -183,7 +191,7 @@ struct State<'e> {
 }
 
 fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_>) -> Decision<'p> {
-    let deny = |reason, route, token| Decision::Deny(denial(policy, reason, route, token, false));
+    let deny = |reason, route, token| Decision::Deny(denial(policy, reason, route, token, false, facts.now));
     if facts.method_override {
         return deny(Reason::MethodOverride, None, None);
     }
@@ -208,7 +216,7 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         Err(r) => return deny(r, Some(route), None),
     };
     let dpop_scheme = presented.scheme == Scheme::Dpop;
-    let deny = |reason, token| Decision::Deny(denial(policy, reason, Some(route), token, dpop_scheme));
+    let deny = |reason, token| Decision::Deny(denial(policy, reason, Some(route), token, dpop_scheme, facts.now));
     let authenticated = match state.tokens.authenticate(policy, route, presented.token, facts.now, state.verifier) {
         Ok(a) => a,
         Err(r) => return deny(r, None),
@@ -236,8 +244,9 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         token_text: presented.token,
         now: facts.now,
     };
-    let auth = match binding::check(policy, route, authority.client, &token, &presenter, state.verifier, state.replay) {
-        Ok(m) => m,
+    let sender = match binding::check(policy, route, authority.client, &token, &presenter, state.verifier, state.replay)
+    {
+        Ok(s) => s,
         Err(r) => return client_denial(r),
     };
     let actor = match delegation::check_actor(policy, route, &token, facts.now) {
@@ -252,11 +261,12 @@ fn decide_with<'p>(policy: &'p Policy, state: State<'_>, facts: &RequestFacts<'_
         route,
         authority,
         token: Some(token),
-        auth,
+        auth: sender.method,
         spiffe_id: spiffe_id(facts),
         cache_hit: authenticated.cache_hit,
         actor,
         consent,
+        dpop_nonce: sender.renew_nonce.then(|| next_nonce(policy, facts.now)).flatten(),
     })
 }
 
@@ -268,7 +278,7 @@ fn decide_workload<'p>(
     state: &State<'_>,
     facts: &RequestFacts<'_>,
 ) -> Decision<'p> {
-    let deny = |reason| Decision::Deny(denial(policy, reason, Some(route), None, false));
+    let deny = |reason| Decision::Deny(denial(policy, reason, Some(route), None, false, facts.now));
     let client = match binding::workload(policy, facts.peer.as_ref()) {
         Ok(c) => c,
         Err(r) => return deny(r),
@@ -292,6 +302,7 @@ fn decide_workload<'p>(
             cache_hit: false,
             actor: None,
             consent: None,
+            dpop_nonce: None,
         }),
         Err(r) => deny(r),
     }
@@ -324,9 +335,16 @@ fn denial<'p>(
     route: Option<&'p RouteRule>,
     token: Option<Rc<VerifiedToken>>,
     dpop_scheme: bool,
+    now: i64,
 ) -> Deny<'p> {
     let dpop_algs = policy.dpop.as_ref().map_or("", |d| d.algs_challenge.as_str());
-    Deny { reason, route, token, realm: &policy.realm, dpop_algs, dpop_scheme }
+    let dpop_nonce = (reason.challenge() == Challenge::UseDpopNonce).then(|| next_nonce(policy, now)).flatten();
+    Deny { reason, route, token, realm: &policy.realm, dpop_algs, dpop_scheme, dpop_nonce }
+}
+
+/// The nonce clients should use from now on.
+fn next_nonce(policy: &Policy, now: i64) -> Option<String> {
+    policy.dpop.as_ref().and_then(|d| d.nonce.as_ref()).map(|k| k.mint(now))
 }
 
 impl Allow<'_> {
@@ -378,6 +396,9 @@ impl Deny<'_> {
             vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())];
         if let Some(challenge) = self.reason.www_authenticate(self.realm, scope, self.dpop_algs, self.dpop_scheme) {
             headers.push(("www-authenticate", challenge));
+        }
+        if let Some(nonce) = &self.dpop_nonce {
+            headers.push((DPOP_NONCE, nonce.clone()));
         }
         let body = serde_json::json!({
             "error": self.reason.error_code(),

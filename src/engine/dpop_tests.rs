@@ -24,18 +24,53 @@ fn jwk_thumbprint_matches_rfc7638_example() {
 }
 
 #[test]
-fn htu_is_origin_plus_path_and_ignores_query_and_fragment() {
+fn htu_is_origin_plus_path_after_rfc3986_normalisation() {
     let o = "https://api.bank.example";
-    assert!(htu_matches("https://api.bank.example/accounts", o, "/accounts"));
-    assert!(htu_matches("HTTPS://API.bank.example/accounts", o, "/accounts"), "scheme and host are case-insensitive");
-    assert!(htu_matches("https://api.bank.example/accounts?x=1#f", o, "/accounts"));
-    assert!(!htu_matches("https://api.bank.example/Accounts", o, "/accounts"), "the path is case-sensitive");
-    assert!(!htu_matches("https://api.bank.example:8443/accounts", o, "/accounts"));
-    assert!(!htu_matches("https://evil.example/accounts", o, "/accounts"));
-    assert!(!htu_matches("https://api.bank.example.evil/accounts", o, "/accounts"));
-    assert!(!htu_matches("/accounts", o, "/accounts"));
-    assert!(!htu_matches("", o, "/accounts"));
-    assert!(!htu_matches("https://api.bank.exampl\u{e9}/accounts", o, "/accounts"), "no panic on multibyte text");
+    let p = "/accounts";
+    let accepted = [
+        ("https://api.bank.example/accounts", "exact"),
+        ("HTTPS://API.BANK.EXAMPLE/accounts", "scheme and host are case-insensitive"),
+        ("https://api.bank.example/accounts?x=1#f", "query and fragment are ignored"),
+        ("https://api.bank.example#f", "fragment right after the host"),
+        ("https://api.bank.example:443/accounts", "the default port"),
+        ("https://api.bank.example:0443/accounts", "the default port with a leading zero"),
+        ("https://api.bank.example:/accounts", "an empty port"),
+        ("https://api.bank.example/%61ccounts", "percent-encoded unreserved characters"),
+        ("https://api.bank.example/./accounts", "dot segments"),
+        ("https://api.bank.example/x/../accounts", "dot-dot segments"),
+    ];
+    for (htu, why) in accepted {
+        let path = if htu.ends_with("#f") && !htu.contains("/accounts") { "/" } else { p };
+        assert!(htu_matches(htu, o, path), "{why}: {htu}");
+    }
+    assert!(htu_matches("https://api.bank.example", o, "/"), "an empty path is /");
+    assert!(htu_matches("https://api.bank.example/a%2fb", o, "/a%2Fb"), "hex digits compare upper-cased");
+    assert!(htu_matches("http://localhost:80/a", "http://localhost", "/a"), "http's default port");
+    assert!(htu_matches("https://api.bank.example:8443/a", "https://api.bank.example:8443", "/a"));
+    let refused = [
+        ("https://api.bank.example/Accounts", "the path is case-sensitive"),
+        ("https://api.bank.example:8443/accounts", "another port"),
+        ("http://api.bank.example/accounts", "another scheme"),
+        ("http://api.bank.example:443/accounts", "http on 443 is not https"),
+        ("https://evil.example/accounts", "another host"),
+        ("https://api.bank.example.evil/accounts", "a longer host"),
+        ("https://user@api.bank.example/accounts", "userinfo"),
+        ("https://api.bank.example@evil.example/accounts", "userinfo naming our host"),
+        ("https://api.bank.example:99999/accounts", "a port out of range"),
+        ("https://api.bank.example:44x/accounts", "a port with letters"),
+        ("https://api.bank.example/accounts/", "a trailing slash"),
+        ("https://api.bank.example/%6", "a broken percent-encoding"),
+        ("https://api.bank.example/%zz", "a non-hex percent-encoding"),
+        ("https://api.bank.example/acc\u{e9}", "non-ASCII"),
+        ("ftp://api.bank.example/accounts", "not http(s)"),
+        ("//api.bank.example/accounts", "no scheme"),
+        ("/accounts", "relative"),
+        ("", "empty"),
+        ("https://api.bank.exampl\u{e9}/accounts", "multibyte text, no panic"),
+    ];
+    for (htu, why) in refused {
+        assert!(!htu_matches(htu, o, p), "{why}: {htu}");
+    }
 }
 
 /// Counts signature checks and refuses them all.
@@ -65,7 +100,8 @@ fn a_proof_that_fails_a_cheap_check_costs_no_signature_check() {
     let jkt = jwk_thumbprint(dpop_jwk(&key).as_object().unwrap()).unwrap();
     let url = "https://api.bank.example/domestic-vrps";
     let now = crate::engine::testkit::NOW;
-    let request = ProofContext { method: "POST", path: "/domestic-vrps", access_token: "tok", jkt: &jkt, now };
+    let request =
+        ProofContext { method: "POST", path: "/domestic-vrps", access_token: "tok", jkt: &jkt, now, nonce: None };
     // A throwaway RSA key whose thumbprint is not the token's: refused on the thumbprint, unverified.
     let throwaway = SigningKey::from_pkcs8_pem(
         include_str!("../../policies/demo-keys/as-ps256.pem"),

@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub enum Alg {
     ES256,
     PS256,
+    /// Ed25519 signatures, under either name: RFC 9864's fully specified `Ed25519` (what current
+    /// clients and providers write) or the deprecated polymorphic `EdDSA` (RFC 8037). Ed448 is not
+    /// supported, so the two names mean the same verification here.
     EdDSA,
     RS256,
 }
@@ -20,7 +23,7 @@ impl Alg {
         match name {
             "ES256" => Some(Alg::ES256),
             "PS256" => Some(Alg::PS256),
-            "EdDSA" => Some(Alg::EdDSA),
+            "EdDSA" | "Ed25519" => Some(Alg::EdDSA),
             "RS256" => Some(Alg::RS256),
             _ => None,
         }
@@ -32,6 +35,17 @@ impl Alg {
             Alg::PS256 => "PS256",
             Alg::EdDSA => "EdDSA",
             Alg::RS256 => "RS256",
+        }
+    }
+
+    /// Every name this algorithm is written with, as a DPoP challenge's `algs` lists them (a
+    /// client that only knows one of the Ed25519 names finds it).
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Alg::EdDSA => &["EdDSA", "Ed25519"],
+            Alg::ES256 => &["ES256"],
+            Alg::PS256 => &["PS256"],
+            Alg::RS256 => &["RS256"],
         }
     }
 }
@@ -139,12 +153,13 @@ impl Jwk {
             let s = v.as_deref().ok_or_else(|| format!("missing {name}"))?;
             base64url::decode(s.as_bytes()).ok_or_else(|| format!("{name} is not base64url"))
         };
-        let declared = match &self.alg {
-            Some(a) => Some(
-                Alg::parse(a).ok_or_else(|| format!("alg {a:?} is not supported; use ES256, PS256, EdDSA or RS256"))?,
-            ),
-            None => None,
-        };
+        let declared =
+            match &self.alg {
+                Some(a) => Some(Alg::parse(a).ok_or_else(|| {
+                    format!("alg {a:?} is not supported; use ES256, PS256, Ed25519 (or EdDSA) or RS256")
+                })?),
+                None => None,
+            };
         let (alg, material, spki_der) = match (self.kty.as_str(), self.crv.as_deref()) {
             ("EC", Some("P-256")) => {
                 let (x, y) = (field(&self.x, "x")?, field(&self.y, "y")?);

@@ -2,7 +2,7 @@
 //!
 //! The request's way through it, one concern per module: `route` (which rule), `credentials` (what
 //! the request presents), `jwt` (the token: pre-checks, cache, signature), `authority` (client,
-//! partner, scopes, lifetimes), `binding` and `dpop` (who presents it), `delegation` (actors),
+//! partner, scopes, lifetimes), `binding`, `dpop` and `dpop_nonce` (who presents it), `delegation` (actors),
 //! `consent` (the customer's word), `revocation` (the live feed), then `decision` (the pipeline)
 //! and `reason` (every denial's code and status). `audit` describes decisions for the logs;
 //! `policy`, `keys` and `base64url` are what the rest is configured with and built on;
@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod decision;
 pub mod delegation;
 pub mod dpop;
+pub mod dpop_nonce;
 pub mod header_map;
 pub mod jwt;
 pub mod keys;

@@ -15,6 +15,9 @@ pub enum Challenge {
     InvalidDpopProof,
     /// A DPoP-bound token problem: `DPoP algs="...", error="invalid_token"`.
     DpopInvalidToken,
+    /// The proof lacks a valid server nonce (RFC 9449 §9): `DPoP algs="...", error="use_dpop_nonce"`,
+    /// and the response carries a `DPoP-Nonce` header with the nonce to use.
+    UseDpopNonce,
     /// Not an authentication problem (registry status, routing, engine): no `WWW-Authenticate` header.
     None,
 }
@@ -118,6 +121,8 @@ reasons! {
     DpopAthMismatch => ("dpop_ath_mismatch", 401, InvalidDpopProof, "the DPoP proof's ath is not the hash of the access token"),
     DpopKeyMismatch => ("dpop_key_mismatch", 401, InvalidDpopProof, "the DPoP proof's key is not the one the token is bound to (cnf.jkt)"),
     DpopReplayed => ("dpop_replayed", 401, InvalidDpopProof, "the DPoP proof's jti was already used"),
+    DpopNonceMissing => ("dpop_nonce_missing", 401, UseDpopNonce, "this route requires a server nonce in the DPoP proof; retry with the DPoP-Nonce value"),
+    DpopNonceInvalid => ("dpop_nonce_invalid", 401, UseDpopNonce, "the DPoP proof's nonce is expired or was not issued by this API; retry with the DPoP-Nonce value"),
     DpopReplayCacheUnavailable => ("dpop_replay_cache_unavailable", 503, None, "the DPoP replay cache is full or unavailable; failing closed"),
     // Customer consent.
     ClientCredentialsOnCustomerRoute => ("client_credentials_on_customer_route", 403, None, "the route needs a customer's consent but the token has no customer (sub is the client)"),
@@ -148,6 +153,7 @@ impl Reason {
             Challenge::InvalidToken | Challenge::DpopInvalidToken => "invalid_token",
             Challenge::InsufficientScope => "insufficient_scope",
             Challenge::InvalidDpopProof => "invalid_dpop_proof",
+            Challenge::UseDpopNonce => "use_dpop_nonce",
             Challenge::Bare => "unauthorized",
             Challenge::None if self.status() >= 500 => "temporarily_unavailable",
             Challenge::None => "access_denied",
@@ -163,7 +169,7 @@ impl Reason {
         let dpop = match self.challenge() {
             Challenge::None => return None,
             Challenge::Bare => return Some(format!("Bearer realm=\"{}\"", realm)),
-            Challenge::InvalidDpopProof | Challenge::DpopInvalidToken => true,
+            Challenge::InvalidDpopProof | Challenge::DpopInvalidToken | Challenge::UseDpopNonce => true,
             Challenge::InvalidToken | Challenge::InsufficientScope => dpop_scheme && !dpop_algs.is_empty(),
             Challenge::InvalidRequest => false,
         };
@@ -200,7 +206,9 @@ mod tests {
             assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             match r.challenge() {
                 Challenge::InvalidToken | Challenge::Bare => assert_eq!(r.status(), 401, "{:?}", r),
-                Challenge::InvalidDpopProof | Challenge::DpopInvalidToken => assert_eq!(r.status(), 401, "{:?}", r),
+                Challenge::InvalidDpopProof | Challenge::DpopInvalidToken | Challenge::UseDpopNonce => {
+                    assert_eq!(r.status(), 401, "{:?}", r)
+                }
                 Challenge::InsufficientScope => assert_eq!(r.status(), 403),
                 Challenge::InvalidRequest => assert_eq!(r.status(), 400, "{:?}", r),
                 Challenge::None => assert!(r.status() == 403 || r.status() == 503),
@@ -223,6 +231,8 @@ mod tests {
             .starts_with("DPoP realm=\"bank\", algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\""));
         assert!(w(Reason::DpopDowngrade, "")
             .starts_with("DPoP realm=\"bank\", algs=\"ES256 EdDSA\", error=\"invalid_token\""));
+        assert!(w(Reason::DpopNonceMissing, "")
+            .starts_with("DPoP realm=\"bank\", algs=\"ES256 EdDSA\", error=\"use_dpop_nonce\""));
         let expired_dpop = Reason::TokenExpired.www_authenticate("bank", "", "ES256", true).unwrap_or_default();
         assert!(expired_dpop.starts_with("DPoP realm=\"bank\", algs=\"ES256\", error=\"invalid_token\""));
     }

@@ -107,7 +107,13 @@ pub fn engine() -> Engine {
 
 /// An engine on another policy document (JSON), having seen an empty feed.
 pub fn engine_for(json: &str) -> Engine {
-    let mut e = Engine::new(Rc::new(crate::engine::policy::load(json, "test policy").unwrap()), Box::new(PureRust));
+    engine_for_env(json, &|_| None)
+}
+
+/// `engine_for` on a policy that reads secrets from the VM environment (`env` stands in for it).
+pub fn engine_for_env(json: &str, env: &dyn Fn(&str) -> Option<String>) -> Engine {
+    let policy = crate::engine::policy::load_with_env(json, "test policy", env).unwrap();
+    let mut e = Engine::new(Rc::new(policy), Box::new(PureRust));
     e.observe_feed(1, NOW, || Some(EMPTY_FEED.to_vec())).unwrap();
     e
 }

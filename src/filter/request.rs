@@ -10,7 +10,7 @@ use super::metrics::Metrics;
 use crate::engine::audit::{self, AuditContext, IdSource, Outcome, Stream};
 use crate::engine::credentials::{parse_hex_digest, PeerCertificate, RequestFacts};
 use crate::engine::credentials::{IDENTITY_HEADER_PREFIX, METHOD_OVERRIDE_HEADERS};
-use crate::engine::decision::{Decision, Deny, Engine};
+use crate::engine::decision::{Decision, Deny, Engine, DPOP_NONCE};
 use crate::engine::header_map;
 use crate::engine::policy::{AuditLog, Policy};
 use crate::engine::reason::Reason;
@@ -152,6 +152,8 @@ fn gather<'a>(serialized: &'a [u8], consent_header: &[u8]) -> Gathered<'a> {
 pub struct Exchange {
     /// The interaction id to echo on the response.
     interaction_id: Option<String>,
+    /// The next DPoP server nonce, when the client's one is due for rotation.
+    dpop_nonce: Option<String>,
 }
 
 impl Exchange {
@@ -210,11 +212,14 @@ impl Exchange {
         if let Some(id) = &self.interaction_id {
             let _ = host.set_response_header(INTERACTION_ID, id);
         }
+        if let Some(nonce) = &self.dpop_nonce {
+            let _ = host.set_response_header(DPOP_NONCE, nonce);
+        }
     }
 
     /// Decides, records the decision (metrics, audit), and applies it to the request.
     fn decide_and_apply(
-        &self,
+        &mut self,
         host: &impl Host,
         worker: &Worker,
         engine: &mut Engine,
@@ -239,6 +244,7 @@ impl Exchange {
         record(host, worker, policy, &decision, &ctx);
         match decision {
             Decision::Allow(allow) => {
+                self.dpop_nonce = allow.dpop_nonce.clone();
                 // Every client-sent x-nhi-* header is gone already, so add (cheaper than set, which
                 // first searches for and removes existing copies).
                 let added =
@@ -263,7 +269,15 @@ impl Exchange {
 
     /// Fail closed without the engine's help (no policy, host error): a 503 with a reason code.
     fn refuse(&self, host: &impl Host, worker: &Worker, reason: Reason, request_id: &str) -> Verdict {
-        let deny = Deny { reason, route: None, token: None, realm: "nhi-guard", dpop_algs: "", dpop_scheme: false };
+        let deny = Deny {
+            reason,
+            route: None,
+            token: None,
+            realm: "nhi-guard",
+            dpop_algs: "",
+            dpop_scheme: false,
+            dpop_nonce: None,
+        };
         self.reply(host, &deny, request_id);
         if let Some(m) = &worker.metrics {
             m.decision(host, Outcome::Deny, Some(reason), None, None);

@@ -41,7 +41,8 @@ pub struct PluginSettings {
     pub filter_name: String,
     /// Istio leaves it empty (every `WasmPlugin` shares a VM); Envoy Gateway names one per extension.
     pub vm_id: String,
-    /// Host environment variables the VM may read (`settings.audit_subject_key_env`).
+    /// Host environment variables the VM may read (`settings.audit_subject_key_env`,
+    /// `sender_constraint.dpop.nonce.key_env`).
     pub env_keys: Vec<String>,
     /// What Envoy does when the VM fails. `FAIL_RELOAD` (the default): the worker refuses requests
     /// (503) until a new VM is loaded, about a second later, which then decides them; `FAIL_CLOSED`
@@ -265,7 +266,7 @@ resources:
 /// policy's `upstream` when it has one (DNS, TLS with SNI and a CA bundle), else to loopback.
 pub fn fetch_clusters(l: &EnvoyLayout) -> String {
     // Tools render configs for policies whose audit key lives in the environment too.
-    let stand_in = |_: &str| Some("rendering".to_string());
+    let stand_in = |_: &str| Some("a stand-in secret while rendering the config".to_string());
     let Ok(policy) = crate::engine::policy::load_with_env(&l.policy_json, "policy", &stand_in) else {
         return String::new();
     };

@@ -120,11 +120,33 @@ pub fn jwk_thumbprint(key: &SigningKey) -> String {
 
 /// A DPoP proof (RFC 9449 §4.2) by `key` for `method` on `url`, bound to `access_token`.
 pub fn dpop_proof(key: &SigningKey, method: &str, url: &str, access_token: &str, iat: i64, jti: &str) -> String {
+    sign_jws(&dpop_proof_header(key), &dpop_proof_claims(method, url, access_token, iat, jti), key)
+}
+
+/// `dpop_proof` carrying the server nonce (RFC 9449 §8) the API handed out.
+pub fn dpop_proof_with_nonce(
+    key: &SigningKey,
+    url: &str,
+    access_token: &str,
+    iat: i64,
+    jti: &str,
+    nonce: &str,
+) -> String {
+    let mut claims = dpop_proof_claims("POST", url, access_token, iat, jti);
+    claims["nonce"] = json!(nonce);
+    sign_jws(&dpop_proof_header(key), &claims, key)
+}
+
+/// A DPoP proof's header: `typ`, the key's `alg` and its public `jwk`.
+pub fn dpop_proof_header(key: &SigningKey) -> Value {
+    json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": dpop_jwk(key)})
+}
+
+/// A DPoP proof's claims (`ath` is the access token's SHA-256, base64url).
+pub fn dpop_proof_claims(method: &str, url: &str, access_token: &str, iat: i64, jti: &str) -> Value {
     use sha2::Digest;
-    let header = json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": dpop_jwk(key)});
     let ath = base64url::encode(&sha2::Sha256::digest(access_token.as_bytes()));
-    let claims = json!({"jti": jti, "htm": method, "htu": url, "iat": iat, "ath": ath});
-    sign_jws(&header, &claims, key)
+    json!({"jti": jti, "htm": method, "htu": url, "iat": iat, "ath": ath})
 }
 
 /// `claims` bound to a client certificate (RFC 8705 `cnf.x5t#S256`) with this SHA-256 (of the DER).

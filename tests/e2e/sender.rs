@@ -128,7 +128,7 @@ fn dpop_proofs_are_checked_end_to_end() {
     let challenge = r.header("www-authenticate").unwrap_or_default();
     assert!(
         challenge.starts_with(
-            "DPoP realm=\"bank-open-banking-api\", algs=\"ES256 EdDSA PS256\", error=\"invalid_dpop_proof\""
+            "DPoP realm=\"bank-open-banking-api\", algs=\"ES256 EdDSA Ed25519 PS256\", error=\"invalid_dpop_proof\""
         ),
         "{challenge}"
     );

@@ -456,8 +456,15 @@ fn forged_tokens_are_remembered() {
 fn deny_responses_follow_rfc6750() {
     let p = policy();
     let route = p.routes.find("POST", "/domestic-payments");
-    let deny =
-        Deny { reason: Reason::ScopeMissing, route, token: None, realm: &p.realm, dpop_algs: "", dpop_scheme: false };
+    let deny = Deny {
+        reason: Reason::ScopeMissing,
+        route,
+        token: None,
+        realm: &p.realm,
+        dpop_algs: "",
+        dpop_scheme: false,
+        dpop_nonce: None,
+    };
     let r = deny.response("req-1");
     assert_eq!(r.status, 403);
     let www = r.headers.iter().find(|(k, _)| *k == "www-authenticate").map(|(_, v)| v.as_str());
@@ -470,9 +477,16 @@ fn deny_responses_follow_rfc6750() {
     assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["route"], "domestic-payments-create");
     assert_eq!(body["request_id"], "req-1");
-    let missing =
-        Deny { reason: Reason::TokenMissing, route, token: None, realm: &p.realm, dpop_algs: "", dpop_scheme: false }
-            .response("r");
+    let missing = Deny {
+        reason: Reason::TokenMissing,
+        route,
+        token: None,
+        realm: &p.realm,
+        dpop_algs: "",
+        dpop_scheme: false,
+        dpop_nonce: None,
+    }
+    .response("r");
     assert_eq!(missing.status, 401);
     assert!(missing.headers.contains(&("www-authenticate", "Bearer realm=\"bank-open-banking-api\"".to_string())));
     let partner = Deny {
@@ -482,6 +496,7 @@ fn deny_responses_follow_rfc6750() {
         realm: &p.realm,
         dpop_algs: "",
         dpop_scheme: false,
+        dpop_nonce: None,
     }
     .response("r");
     assert!(partner.headers.iter().all(|(k, _)| *k != "www-authenticate"));

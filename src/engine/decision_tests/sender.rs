@@ -299,13 +299,203 @@ fn dpop_denials_challenge_with_the_dpop_scheme() {
     let challenge = r.headers.iter().find(|(k, _)| *k == "www-authenticate").map(|(_, v)| v.as_str()).unwrap();
     assert!(
         challenge.starts_with(
-            "DPoP realm=\"bank-open-banking-api\", algs=\"ES256 EdDSA PS256\", error=\"invalid_dpop_proof\""
+            "DPoP realm=\"bank-open-banking-api\", algs=\"ES256 EdDSA Ed25519 PS256\", error=\"invalid_dpop_proof\""
         ),
         "{challenge}"
     );
     assert_eq!(r.status, 401);
 }
 
+const NONCE_KEY: &str = "a-nonce-key-of-more-than-thirty-two-bytes";
+const OLD_NONCE_KEY: &str = "the-previous-nonce-key-also-over-32-bytes";
+
+/// The example policy with DPoP nonces configured (keys from `NHI_GUARD_DPOP_NONCE_KEY`),
+/// required on the VRP route only.
+fn nonce_policy(keys: &str) -> Engine {
+    let mut doc: serde_json::Value = serde_json::from_str(crate::engine::testkit::POLICY_JSON).unwrap();
+    doc["sender_constraint"]["dpop"]["nonce"] = json!({"key_env": "NHI_GUARD_DPOP_NONCE_KEY", "window_seconds": 60});
+    // These tests move the clock by minutes; the feed they saw once would go stale.
+    doc.as_object_mut().unwrap().remove("revocation");
+    let routes = doc["routes"].as_array_mut().unwrap();
+    let vrp = routes.iter_mut().find(|r| r["id"] == "domestic-vrps-create").unwrap();
+    vrp["require_dpop_nonce"] = json!(true);
+    let keys = keys.to_string();
+    crate::engine::testkit::engine_for_env(&doc.to_string(), &move |name| {
+        (name == "NHI_GUARD_DPOP_NONCE_KEY").then(|| keys.clone())
+    })
+}
+
+/// RFC 9449 §9: a route that requires nonces answers `use_dpop_nonce` with exactly one
+/// `DPoP-Nonce`, accepts the nonce it handed out (on any engine with the same key), and hands the
+/// next one on a success once rotation is due.
+#[test]
+fn dpop_nonces_are_required_where_configured_and_rotate() {
+    use crate::tools::mint::{bind_to_dpop_key, dpop_proof_with_nonce};
+    let mut e = nonce_policy(NONCE_KEY);
+    let t = token(&bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key()));
+    let auth = [format!("DPoP {t}")];
+    let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
+    let mut run_as = |token: &str, proof: &str, now: i64| {
+        let auth = [format!("DPoP {token}")];
+        let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
+        let dpop = [proof.as_bytes()];
+        let facts = RequestFacts {
+            method: "POST",
+            path: VRP,
+            authorization: &a,
+            consent: &[],
+            dpop: &dpop,
+            peer: None,
+            now,
+            method_override: false,
+        };
+        match e.decide(&facts) {
+            Decision::Allow(allow) => Ok(allow.dpop_nonce),
+            Decision::Deny(d) => Err((d.reason, d.response("r"))),
+        }
+    };
+    // No nonce: 401 use_dpop_nonce with exactly one non-empty DPoP-Nonce.
+    let no_nonce = crate::tools::mint::dpop_proof(&dpop_key(), "POST", VRP_URL, &t, NOW, "n1");
+    let (reason, response) = run_as(&t, &no_nonce, NOW).unwrap_err();
+    assert_eq!(reason, Reason::DpopNonceMissing);
+    assert_eq!(response.status, 401);
+    let nonces: Vec<&String> = response.headers.iter().filter(|(k, _)| *k == "dpop-nonce").map(|(_, v)| v).collect();
+    assert_eq!(nonces.len(), 1, "{:?}", response.headers);
+    let nonce = nonces[0].clone();
+    assert!(!nonce.is_empty());
+    let challenge = response.headers.iter().find(|(k, _)| *k == "www-authenticate").unwrap().1.clone();
+    assert!(
+        challenge.starts_with(
+            "DPoP realm=\"bank-open-banking-api\", algs=\"ES256 EdDSA Ed25519 PS256\", error=\"use_dpop_nonce\""
+        ),
+        "{challenge}"
+    );
+    // With it: allowed, nothing to renew.
+    assert_eq!(run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n2", &nonce), NOW), Ok(None));
+    // Another Envoy with the same key accepts it (no shared state).
+    let mut other = nonce_policy(NONCE_KEY);
+    let facts_proof = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n3", &nonce);
+    let dpop = [facts_proof.as_bytes()];
+    let facts = RequestFacts {
+        method: "POST",
+        path: VRP,
+        authorization: &a,
+        consent: &[],
+        dpop: &dpop,
+        peer: None,
+        now: NOW,
+        method_override: false,
+    };
+    assert!(matches!(other.decide(&facts), Decision::Allow(_)));
+    // In the next window the nonce still works, and the response carries the next one.
+    let later = NOW + 60;
+    let renewed = run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, later, "n4", &nonce), later).unwrap();
+    let next = renewed.expect("rotation due: the next nonce");
+    assert_ne!(next, nonce);
+    assert_eq!(run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, later, "n5", &next), later), Ok(None));
+    // Two windows on it is expired; a nonce of another key is foreign; garbage is refused.
+    let much_later = NOW + 180;
+    let mut fresh_claims = bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key());
+    fresh_claims["iat"] = json!(much_later);
+    fresh_claims["exp"] = json!(much_later + 300);
+    let t_later = token(&fresh_claims);
+    let expired_later = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t_later, much_later, "n6", &nonce);
+    assert_eq!(run_as(&t_later, &expired_later, much_later).map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
+    let foreign_nonce = crate::engine::dpop_nonce::NonceKeys::parse(OLD_NONCE_KEY, 60).unwrap().mint(NOW);
+    let foreign = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n7", &foreign_nonce);
+    let (reason, response) = run_as(&t, &foreign, NOW).unwrap_err();
+    assert_eq!(reason, Reason::DpopNonceInvalid);
+    assert_eq!(response.headers.iter().filter(|(k, _)| *k == "dpop-nonce").count(), 1);
+    let garbage = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n8", "\"><script>");
+    assert_eq!(run_as(&t, &garbage, NOW).map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
+    // Key rotation: with the new key first and the old one kept, old nonces work and get renewed.
+    let mut rolled = nonce_policy(&format!("{OLD_NONCE_KEY},{NONCE_KEY}"));
+    let p = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n9", &nonce);
+    let dpop = [p.as_bytes()];
+    let facts = RequestFacts {
+        method: "POST",
+        path: VRP,
+        authorization: &a,
+        consent: &[],
+        dpop: &dpop,
+        peer: None,
+        now: NOW,
+        method_override: false,
+    };
+    match rolled.decide(&facts) {
+        Decision::Allow(allow) => assert_eq!(allow.dpop_nonce, Some(foreign_nonce)),
+        Decision::Deny(d) => panic!("old key's nonce refused during rotation: {:?}", d.reason),
+    }
+}
+
+#[test]
+fn nonces_do_not_load_without_a_key_and_only_apply_where_required() {
+    let mut doc: serde_json::Value = serde_json::from_str(crate::engine::testkit::POLICY_JSON).unwrap();
+    let vrp = doc["routes"].as_array_mut().unwrap().iter_mut().find(|r| r["id"] == "domestic-vrps-create").unwrap();
+    vrp["require_dpop_nonce"] = json!(true);
+    let err = crate::engine::policy::load(&doc.to_string(), "p.json").unwrap_err().to_string();
+    assert!(err.contains("routes[") && err.contains("require_dpop_nonce: needs sender_constraint.dpop.nonce"), "{err}");
+    doc["sender_constraint"]["dpop"]["nonce"] = json!({"key_env": "NHI_GUARD_DPOP_NONCE_KEY"});
+    let err = crate::engine::policy::load(&doc.to_string(), "p.json").unwrap_err().to_string();
+    assert!(err.contains("sender_constraint.dpop.nonce.key_env: NHI_GUARD_DPOP_NONCE_KEY is not set"), "{err}");
+    let short = |_: &str| Some("too-short".to_string());
+    let err = crate::engine::policy::load_with_env(&doc.to_string(), "p.json", &short).unwrap_err().to_string();
+    assert!(err.contains("shorter than 32 bytes"), "{err}");
+    doc["sender_constraint"]["dpop"]["nonce"]["window_seconds"] = json!(5);
+    let err = crate::engine::policy::load_with_env(&doc.to_string(), "p.json", &|_| Some(NONCE_KEY.into()));
+    assert!(err.unwrap_err().to_string().contains("window_seconds: is 5"));
+    // A route without the flag takes proofs without nonces.
+    let mut e = nonce_policy(NONCE_KEY);
+    let t = token(&crate::tools::mint::bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key()));
+    let url = "https://api.bank.example/domestic-payments";
+    let p = crate::tools::mint::dpop_proof(&dpop_key(), "POST", url, &t, NOW, "x1");
+    let s =
+        Sent { method: "POST", path: "/domestic-payments", auth: vec![format!("DPoP {t}")], dpop: vec![p], peer: None };
+    assert_eq!(send(&mut e, &s).map(|(_, auth)| auth), Ok("dpop"));
+}
+
+/// RFC 9864: `Ed25519` is accepted wherever `EdDSA` is — access tokens, DPoP proofs, JWKS keys —
+/// and the two names verify the same way.
+#[test]
+fn ed25519_is_the_same_algorithm_under_either_name() {
+    use crate::tools::mint::{bind_to_dpop_key, dpop_proof_claims, dpop_proof_header};
+    let mut e = engine();
+    let key = crate::engine::testkit::eddsa();
+    let mut tokens = Vec::new();
+    for name in ["EdDSA", "Ed25519"] {
+        // The example issuer's Ed25519 key is published with `alg: EdDSA` and its allowlist says Ed25519.
+        let kid = "as-eddsa";
+        let t =
+            sign_jws(&json!({"alg": name, "typ": "at+jwt", "kid": kid}), &claims("moneywise-app", "accounts"), &key);
+        assert_eq!(decide(&mut e, "GET", "/accounts", &[&bearer(&t)]), Ok("accounts".to_string()), "token alg {name}");
+        tokens.push(t);
+    }
+    let dpop_key = crate::engine::testkit::eddsa();
+    let t = token(&bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key));
+    for (i, name) in ["EdDSA", "Ed25519"].iter().enumerate() {
+        let mut header = dpop_proof_header(&dpop_key);
+        header["alg"] = json!(name);
+        let proof = sign_jws(&header, &dpop_proof_claims("POST", VRP_URL, &t, NOW, &format!("ed-{i}")), &dpop_key);
+        let s = Sent { method: "POST", path: VRP, auth: vec![format!("DPoP {t}")], dpop: vec![proof], peer: None };
+        assert_eq!(send(&mut e, &s).map(|(_, auth)| auth), Ok("dpop"), "proof alg {name}");
+    }
+    // A policy that lists only the new name still takes the old one (same verification).
+    let mut doc: serde_json::Value = serde_json::from_str(crate::engine::testkit::POLICY_JSON).unwrap();
+    doc["sender_constraint"]["dpop"]["algorithms"] = json!(["Ed25519"]);
+    let p = crate::engine::policy::load(&doc.to_string(), "p").unwrap();
+    assert_eq!(p.dpop.as_ref().map(|d| d.algs_challenge.as_str()), Some("EdDSA Ed25519"));
+    // ES256 proofs are then refused.
+    let mut e = engine_for(&doc.to_string());
+    let es = crate::tools::mint::dpop_proof(&self::dpop_key(), "POST", VRP_URL, &t, NOW, "es");
+    let s = Sent { method: "POST", path: VRP, auth: vec![format!("DPoP {t}")], dpop: vec![es], peer: None };
+    assert_eq!(send(&mut e, &s), Err(Reason::DpopAlgNotAllowed));
+}
+
 /// This file's tests, for the coverage test in mod.rs (which runs them again on its own thread).
-pub(super) const TESTS: &[fn()] =
-    &[sender_constrained_tokens_and_workload_identity, dpop_denials_challenge_with_the_dpop_scheme];
+pub(super) const TESTS: &[fn()] = &[
+    sender_constrained_tokens_and_workload_identity,
+    dpop_denials_challenge_with_the_dpop_scheme,
+    dpop_nonces_are_required_where_configured_and_rotate,
+    nonces_do_not_load_without_a_key_and_only_apply_where_required,
+    ed25519_is_the_same_algorithm_under_either_name,
+];

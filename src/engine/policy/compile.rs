@@ -1,7 +1,7 @@
 //! Validation and compilation of a `PolicyDocument` into a `Policy`.
 
 use super::document::{
-    ClientDoc, ConsentDoc, DpopDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc,
+    ClientDoc, ConsentDoc, DpopDoc, DpopNonceDoc, IssuerDoc, PartnerDoc, PolicyDocument, RemoteJwksDoc, RevocationDoc,
     RouteConsentDoc, RouteDoc, Settings, UpstreamDoc,
 };
 use super::{
@@ -9,6 +9,7 @@ use super::{
     RevocationFeed, RouteConsent, RouteRule, Upstream, UpstreamTls,
 };
 use crate::engine::credentials::IDENTITY_HEADER_PREFIX;
+use crate::engine::dpop_nonce::NonceKeys;
 use crate::engine::keys::{Alg, JwkSet, VerificationKey};
 use crate::engine::policy::ClientKind;
 use crate::engine::route::{PathTemplate, RouteTable};
@@ -48,7 +49,7 @@ pub fn load_with_env(json: &str, source: &str, env: &dyn Fn(&str) -> Option<Stri
     })?;
     let mut c = Compiler { errors: Vec::new(), upstreams: HashMap::new() };
     let audit_key = c.audit_key(&doc.settings, env);
-    let policy = c.compile(doc, audit_key);
+    let policy = c.compile(doc, audit_key, env);
     match policy {
         Some(p) if c.errors.is_empty() => Ok(p),
         _ => Err(fail(c.errors)),
@@ -172,7 +173,12 @@ impl Compiler {
         up
     }
 
-    fn compile(&mut self, doc: PolicyDocument, audit_key: String) -> Option<Policy> {
+    fn compile(
+        &mut self,
+        doc: PolicyDocument,
+        audit_key: String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Policy> {
         if doc.version != 1 {
             self.err("version", format!("is {}; this nhi-guard reads version 1", doc.version));
         }
@@ -216,8 +222,14 @@ impl Compiler {
         let partners = self.partners(&doc.partners);
         let clients =
             self.clients(&doc.clients, &partners, &doc.governance, &doc.sender_constraint.required_for_kinds, &issuers);
-        let dpop = doc.sender_constraint.dpop.as_ref().map(|d| self.dpop(d));
-        let routes = self.routes(&doc.routes);
+        let dpop = doc.sender_constraint.dpop.as_ref().map(|d| self.dpop(d, env));
+        let nonce_everywhere = doc
+            .sender_constraint
+            .dpop
+            .as_ref()
+            .and_then(|d| d.nonce.as_ref())
+            .is_some_and(|n| n.required_on_all_routes);
+        let routes = self.routes(&doc.routes, dpop.as_ref(), nonce_everywhere);
         let needs_consent = doc.routes.iter().any(|r| matches!(r.consent, RouteConsentDoc::Permissions(_)));
         let consent = self.consent(doc.consent.as_ref(), &issuers, needs_consent);
         let revocation = doc.revocation.as_ref().map(|r| self.revocation(r));
@@ -334,7 +346,7 @@ impl Compiler {
     fn algorithms(&mut self, at: &str, names: &[String], allow_rs256: bool) -> Vec<Alg> {
         let mut algorithms = Vec::new();
         if names.is_empty() {
-            self.err(format!("{at}.algorithms"), "is empty; list ES256, PS256 or EdDSA");
+            self.err(format!("{at}.algorithms"), "is empty; list ES256, PS256 or Ed25519");
         }
         for (j, name) in names.iter().enumerate() {
             match Alg::parse(name) {
@@ -345,7 +357,9 @@ impl Compiler {
                 Some(a) => algorithms.push(a),
                 None => self.err(
                     format!("{at}.algorithms[{j}]"),
-                    format!("{name:?} is not allowed; use ES256, PS256 or EdDSA (never none or HMAC)"),
+                    format!(
+                        "{name:?} is not allowed; use ES256, PS256 or Ed25519 (EdDSA also works; never none or HMAC)"
+                    ),
                 ),
             }
         }
@@ -557,7 +571,7 @@ impl Compiler {
         out
     }
 
-    fn dpop(&mut self, d: &DpopDoc) -> DpopSettings {
+    fn dpop(&mut self, d: &DpopDoc, env: &dyn Fn(&str) -> Option<String>) -> DpopSettings {
         let at = "sender_constraint.dpop";
         let origin = d.external_origin.trim_end_matches('/').to_ascii_lowercase();
         let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
@@ -573,15 +587,17 @@ impl Compiler {
         let mut algorithms = Vec::new();
         for (j, name) in d.algorithms.iter().enumerate() {
             match Alg::parse(name) {
-                Some(a @ (Alg::ES256 | Alg::EdDSA | Alg::PS256)) => algorithms.push(a),
+                // Ed25519 and EdDSA both listed: one algorithm.
+                Some(a @ (Alg::ES256 | Alg::EdDSA | Alg::PS256)) if !algorithms.contains(&a) => algorithms.push(a),
+                Some(Alg::ES256 | Alg::EdDSA | Alg::PS256) => {}
                 _ => self.err(
                     format!("{at}.algorithms[{j}]"),
-                    format!("{name:?} is not allowed for DPoP proofs; use ES256, EdDSA or PS256 (asymmetric only)"),
+                    format!("{name:?} is not allowed for DPoP proofs; use ES256, Ed25519 or PS256 (asymmetric only)"),
                 ),
             }
         }
         if d.algorithms.is_empty() {
-            self.err(format!("{at}.algorithms"), "is empty; list ES256, EdDSA or PS256");
+            self.err(format!("{at}.algorithms"), "is empty; list ES256, Ed25519 or PS256");
         }
         if !(10..=300).contains(&d.iat_window_seconds) {
             self.err(format!("{at}.iat_window_seconds"), format!("is {}; choose 10 to 300", d.iat_window_seconds));
@@ -595,13 +611,46 @@ impl Compiler {
         if !(512..=16_384).contains(&d.max_proof_bytes) {
             self.err(format!("{at}.max_proof_bytes"), format!("is {}; choose 512 to 16384", d.max_proof_bytes));
         }
+        let nonce = d.nonce.as_ref().and_then(|n| self.dpop_nonce(&format!("{at}.nonce"), n, env));
         DpopSettings {
-            algs_challenge: algorithms.iter().map(|a| a.name()).collect::<Vec<_>>().join(" "),
+            nonce,
+            algs_challenge: algorithms.iter().flat_map(|a| a.names()).copied().collect::<Vec<_>>().join(" "),
             external_origin: origin,
             algorithms,
             iat_window: d.iat_window_seconds,
             replay_cache_buckets: d.replay_cache_buckets,
             max_proof_bytes: d.max_proof_bytes,
+        }
+    }
+
+    /// The nonce keys, from the VM environment (a secret never sits in the policy).
+    fn dpop_nonce(&mut self, at: &str, n: &DpopNonceDoc, env: &dyn Fn(&str) -> Option<String>) -> Option<NonceKeys> {
+        if !(10..=3600).contains(&n.window_seconds) {
+            self.err(format!("{at}.window_seconds"), format!("is {}; choose 10 to 3600", n.window_seconds));
+            return None;
+        }
+        let name = &n.key_env;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.err(format!("{at}.key_env"), format!("{name:?} is not an environment variable name"));
+            return None;
+        }
+        let Some(value) = env(name).filter(|v| !v.is_empty()) else {
+            self.err(
+                format!("{at}.key_env"),
+                format!(
+                    "{name} is not set in the filter's environment; DPoP nonces need a key every Envoy shares \
+                     (Envoy: vm_config.environment_variables.host_env_keys; Istio: vmConfig.env with valueFrom: \
+                     HOST; Envoy Gateway: wasm env.hostKeys)"
+                ),
+            );
+            return None;
+        };
+        match NonceKeys::parse(&value, n.window_seconds) {
+            Ok(k) => Some(k),
+            Err(m) => {
+                self.err(format!("{at}.key_env"), format!("{name} {m}"));
+                None
+            }
         }
     }
 
@@ -708,7 +757,12 @@ impl Compiler {
         out
     }
 
-    fn routes(&mut self, docs: &[RouteDoc]) -> Option<RouteTable<RouteRule>> {
+    fn routes(
+        &mut self,
+        docs: &[RouteDoc],
+        dpop: Option<&DpopSettings>,
+        nonce_everywhere: bool,
+    ) -> Option<RouteTable<RouteRule>> {
         let mut entries = Vec::new();
         let mut ids = HashSet::new();
         for (i, d) in docs.iter().enumerate() {
@@ -772,7 +826,14 @@ impl Compiler {
                     RouteConsent::Permissions(groups.clone())
                 }
             };
+            if d.require_dpop_nonce && dpop.is_none_or(|p| p.nonce.is_none()) {
+                self.err(
+                    format!("{at}.require_dpop_nonce"),
+                    "needs sender_constraint.dpop.nonce (its key_env names the nonce key); add it or drop the flag",
+                );
+            }
             let rule = RouteRule {
+                require_dpop_nonce: d.require_dpop_nonce || nonce_everywhere,
                 id: d.id.clone(),
                 methods: d.methods.clone(),
                 path: d.path.clone(),

@@ -357,7 +357,8 @@ pub struct IssuerDoc {
     /// Accepted `aud` values (the token must carry at least one).
     #[schemars(length(min = 1))]
     pub audiences: Vec<String>,
-    /// Allowed JWS algorithms: ES256, PS256, EdDSA; RS256 only with `allow_rs256`.
+    /// Allowed JWS algorithms: ES256, PS256, Ed25519 (or its older name EdDSA); RS256 only with
+    /// `allow_rs256`.
     #[schemars(length(min = 1))]
     pub algorithms: Vec<String>,
     #[serde(default)]
@@ -547,10 +548,33 @@ pub struct DpopDoc {
     #[serde(default = "default_dpop_bytes")]
     #[schemars(range(min = 512, max = 16_384))]
     pub max_proof_bytes: usize,
+    /// Server nonces (RFC 9449 §9, FAPI 2.0's defence against pre-generated proofs).
+    #[serde(default)]
+    pub nonce: Option<DpopNonceDoc>,
+}
+
+/// DPoP server nonces, minted and checked by every Envoy with the same key and no shared state.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpopNonceDoc {
+    /// The Wasm VM environment variable holding the nonce key(s): at least 32 bytes each, up to
+    /// four separated by commas; the first mints, all are accepted (rotation).
+    pub key_env: String,
+    /// A nonce is accepted for one to two windows (the one it was minted in and the next).
+    #[serde(default = "default_nonce_window")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub window_seconds: i64,
+    /// Require nonces on every route; otherwise only on routes with `require_dpop_nonce`.
+    #[serde(default)]
+    pub required_on_all_routes: bool,
+}
+
+fn default_nonce_window() -> i64 {
+    60
 }
 
 fn default_dpop_algs() -> Vec<String> {
-    vec!["ES256".into(), "EdDSA".into(), "PS256".into()]
+    vec!["ES256".into(), "Ed25519".into(), "PS256".into()]
 }
 
 fn default_dpop_window() -> i64 {
@@ -606,4 +630,8 @@ pub struct RouteDoc {
     /// Let registered workloads call this route on their mTLS SPIFFE ID alone, without a token.
     #[serde(default)]
     pub accept_workload_identity: bool,
+    /// DPoP proofs on this route must carry a server nonce (RFC 9449 §9); needs
+    /// `sender_constraint.dpop.nonce`.
+    #[serde(default)]
+    pub require_dpop_nonce: bool,
 }

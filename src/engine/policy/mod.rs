@@ -197,6 +197,8 @@ pub struct DpopSettings {
     pub iat_window: i64,
     pub replay_cache_buckets: u32,
     pub max_proof_bytes: usize,
+    /// Server nonce keys, when nonces are configured (`sender_constraint.dpop.nonce`).
+    pub nonce: Option<crate::engine::dpop_nonce::NonceKeys>,
 }
 
 #[derive(Debug)]
@@ -217,6 +219,9 @@ pub struct RouteRule {
     pub dry_run: bool,
     pub require_sender_constraint: bool,
     pub accept_workload_identity: bool,
+    /// DPoP proofs here must carry a valid server nonce (the route's flag, or the policy's
+    /// `required_on_all_routes`).
+    pub require_dpop_nonce: bool,
 }
 
 impl Policy {
@@ -445,7 +450,7 @@ mod tests {
         expect(|d| d["clients"][0]["issuers"] = json!(["https://nobody"]), "clients[0].issuers[0]", "not an issuer");
         let p = crate::engine::policy::load(POLICY_JSON, "p").unwrap();
         assert_eq!(p.clients["moneywise-app"].issuers, vec![0], "partner apps: the partner-facing AS only");
-        assert_eq!(p.dpop.as_ref().map(|d| d.algs_challenge.as_str()), Some("ES256 EdDSA PS256"));
+        assert_eq!(p.dpop.as_ref().map(|d| d.algs_challenge.as_str()), Some("ES256 EdDSA Ed25519 PS256"));
         assert!(p.clients["statements-batch"].is_pinned() && !p.clients["moneywise-app"].is_pinned());
     }
 
