@@ -126,19 +126,36 @@ fn ps256_vectors_on_the_pure_backend() {
     }
 }
 
+/// Under both of its names (RFC 9864's `Ed25519` and the deprecated `EdDSA`): the key comes from
+/// a JWK declaring one name, the JWS header names it with the other or the same, and every vector
+/// verifies (or fails) exactly as Wycheproof says.
 #[test]
-fn ed25519_vectors_on_the_pure_backend() {
+fn ed25519_vectors_on_the_pure_backend_under_both_names() {
+    use nhi_guard::engine::keys::{choose_key, Jwk};
     let set = wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::Ed25519).unwrap();
+    let mut checked = 0;
     for g in &set.test_groups {
         let der: &[u8] = &g.der;
         let raw = &der[der.len() - 32..];
-        let pk = ed25519_compact::PublicKey::from_slice(raw).unwrap();
-        let key = vector_key(Alg::EdDSA, KeyMaterial::Ed25519(pk), der);
-        for t in &g.tests {
-            let pure = PureRust.verify(&key, &t.msg, &t.sig).unwrap();
-            agree(t.result, pure, None, &format!("tc {} {}", t.tc_id, t.comment));
+        for (jwk_alg, header_alg) in
+            [("EdDSA", "EdDSA"), ("Ed25519", "Ed25519"), ("EdDSA", "Ed25519"), ("Ed25519", "EdDSA")]
+        {
+            let jwk: Jwk = serde_json::from_value(serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": nhi_guard::engine::base64url::encode(raw), "kid": "w", "alg": jwk_alg,
+            }))
+            .unwrap();
+            let keys = [jwk.to_key().unwrap()];
+            for allowed in [Alg::parse("Ed25519").unwrap(), Alg::parse("EdDSA").unwrap()] {
+                let key = choose_key(&keys, &[allowed], header_alg, Some("w")).unwrap();
+                for t in &g.tests {
+                    let pure = PureRust.verify(key, &t.msg, &t.sig).unwrap();
+                    agree(t.result, pure, None, &format!("{jwk_alg}/{header_alg} tc {} {}", t.tc_id, t.comment));
+                    checked += 1;
+                }
+            }
         }
     }
+    assert!(checked > 1000, "only {checked} checks");
 }
 
 #[test]
