@@ -18,6 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The interoperability test runs oidc-provider and oauth4webapi (npm, pinned by
+# tests/interop/package-lock.json; the test installs them into target/interop) on Node >= 20.19.
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null \
+  || ! command -v npm >/dev/null; then
+  echo "setup: Node.js >= 20.19 with npm is needed (the interoperability test runs oidc-provider); install it first" >&2
+  exit 1
+fi
+
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
 
 if ! "$NHI_GUARD_ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then

@@ -44,7 +44,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
+pub fn scratch_dir(tag: &str) -> PathBuf {
     let d = repo().join("target/e2e").join(format!("{tag}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -177,6 +177,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// Fetch clusters the policy names that point at the sources server too (platform names).
     pub clusters: Vec<String>,
+    /// Fetch clusters that point at another loopback port (a real provider the test runs).
+    pub cluster_ports: Vec<(String, u16)>,
     /// A second listener running a second plugin (its own policy and filter name) in the same
     /// Envoy, delivered by ECDS like the first: two policies on one gateway.
     pub second: Option<(String, PluginSettings)>,
@@ -192,6 +194,7 @@ impl Default for Launch {
             plugin: PluginSettings::default(),
             env: Vec::new(),
             clusters: Vec::new(),
+            cluster_ports: Vec::new(),
             second: None,
             wasm: None,
         }
@@ -290,6 +293,7 @@ impl Envoy {
             layout.mtls = Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() });
             layout.plugin = launch.plugin.clone();
             layout.cluster_ports = launch.clusters.iter().map(|c| (c.clone(), sources.port)).collect();
+            layout.cluster_ports.extend(launch.cluster_ports.iter().cloned());
             if launch.ecds {
                 let ecds = dir.join("ecds");
                 std::fs::create_dir_all(&ecds).unwrap();

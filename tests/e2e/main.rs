@@ -7,6 +7,7 @@ mod consent;
 mod fapi;
 mod fleet;
 mod harness;
+mod interop;
 mod jwks;
 mod machine_authority;
 mod revocation;
