@@ -6,7 +6,7 @@ use nhi_guard::engine::keys::Alg;
 use nhi_guard::tools::envoy_config::{render, render_ecds_resource, EnvoyLayout};
 use nhi_guard::tools::mint::{
     access_token_claims, access_token_header, bind_to_certificate, bind_to_dpop_key, certificate_sha256,
-    consent_claims, consent_header, dpop_proof, sign_jws, SigningKey,
+    consent_claims, consent_header, dpop_proof_claims, dpop_proof_header, sign_jws, SigningKey,
 };
 use serde_json::{json, Value};
 use std::io::Write;
@@ -63,6 +63,9 @@ enum Command {
         alg: Option<RsaAlg>,
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// The server nonce to put in the proofs (the `DPoP-Nonce` a route that requires nonces answered).
+        #[arg(long)]
+        nonce: Option<String>,
     },
     /// Print a certificate's x5t#S256 (for clients[].certificate_thumbprints).
     Thumbprint { cert: String },
@@ -137,7 +140,8 @@ impl RsaAlg {
 enum KeyAlg {
     #[value(name = "ES256")]
     Es256,
-    #[value(name = "EdDSA")]
+    /// Ed25519 (RFC 9864's name; `EdDSA` is accepted too).
+    #[value(name = "Ed25519", alias = "EdDSA")]
     EdDsa,
     #[value(name = "PS256")]
     Ps256,
@@ -261,7 +265,9 @@ fn main() -> ExitCode {
         }
         Command::Inventory { file, format } => inventory(&file, format),
         Command::Token(args) => token(&args),
-        Command::Dpop { key, method, url, token, alg, count } => dpop(&key, alg, &method, &url, &token, count),
+        Command::Dpop { key, method, url, token, alg, count, nonce } => {
+            dpop(&key, alg, &method, &url, &token, count, nonce.as_deref())
+        }
         Command::Thumbprint { cert } => thumbprint(&cert),
         Command::Consent(args) => consent(&args),
         Command::Jwks { keys } => jwks(&keys),
@@ -459,7 +465,15 @@ fn token(a: &TokenArgs) -> Result<(), String> {
 }
 
 /// DPoP proofs, each with a fresh jti.
-fn dpop(key: &str, alg: Option<RsaAlg>, method: &str, url: &str, token: &str, count: u32) -> Result<(), String> {
+fn dpop(
+    key: &str,
+    alg: Option<RsaAlg>,
+    method: &str,
+    url: &str,
+    token: &str,
+    count: u32,
+    nonce: Option<&str>,
+) -> Result<(), String> {
     let key = SigningKey::from_pkcs8_pem(&read(key)?, RsaAlg::alg(alg))?;
     let now = unix_now()?;
     let nanos =
@@ -467,7 +481,11 @@ fn dpop(key: &str, alg: Option<RsaAlg>, method: &str, url: &str, token: &str, co
     let mut out = String::new();
     for i in 0..count {
         let jti = format!("{now}-{}-{nanos}-{i}", std::process::id());
-        out.push_str(&dpop_proof(&key, method, url, token, now, &jti));
+        let mut claims = dpop_proof_claims(method, url, token, now, &jti);
+        if let Some(n) = nonce {
+            claims["nonce"] = Value::String(n.to_string());
+        }
+        out.push_str(&sign_jws(&dpop_proof_header(&key), &claims, &key));
         out.push('\n');
     }
     write_out(&out)

@@ -154,7 +154,7 @@ pub fn check_proof(
 /// §6.2.2-6.2.3 says (scheme and host case, percent-encoding, dot segments, the scheme's default
 /// port, an empty path); a query or fragment in `htu` is ignored (RFC 9449 §4.3). Anything else —
 /// userinfo, another port, a path differing in case — is a mismatch.
-fn htu_matches(htu: &str, origin: &str, path: &str) -> bool {
+pub fn htu_matches(htu: &str, origin: &str, path: &str) -> bool {
     let htu = htu.split(['?', '#']).next().unwrap_or("");
     match (normalize_url(htu), normalize_url(origin), normalize_path(path)) {
         (Some((ho, hp)), Some((oo, _)), Some(p)) => ho == oo && hp == p,
