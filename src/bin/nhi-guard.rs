@@ -39,6 +39,9 @@ enum Command {
         #[arg(long)]
         envoy_config: Option<String>,
     },
+    /// Decide one request offline with the filter's own engine: every check in order, the one that
+    /// decided, the status and reason code Envoy would answer, and what would fix it.
+    Explain(ExplainArgs),
     /// Every partner and machine identity with owner, purpose, status, scopes, expiry, review
     /// dates, how it authenticates and the routes it can reach.
     Inventory {
@@ -257,6 +260,46 @@ struct EnvoyConfigArgs {
     ecds_dir: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The policy file.
+    policy: String,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Path with query, as the client sent it (e.g. /accounts/22289/balances).
+    #[arg(long)]
+    path: String,
+    /// A request header, "Name: value" (repeatable): Authorization, DPoP, the consent header, ...
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Shorthand for -H "Authorization: Bearer TOKEN".
+    #[arg(long)]
+    token: Option<String>,
+    /// Shorthand for -H "DPoP: PROOF".
+    #[arg(long)]
+    dpop: Option<String>,
+    /// Shorthand for the policy's consent header with this artefact.
+    #[arg(long)]
+    consent: Option<String>,
+    /// The client certificate (PEM) of a mutual-TLS connection.
+    #[arg(long)]
+    peer_cert: Option<String>,
+    /// The client certificate's SPIFFE ID (URI SAN).
+    #[arg(long, requires = "peer_cert")]
+    spiffe_id: Option<String>,
+    /// Decide at this RFC 3339 instant instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// The revocation feed document to decide with (as the feed service serves it).
+    #[arg(long)]
+    feed: Option<String>,
+    /// Keys of a remote_jwks issuer: ISSUER=FILE with the JWKS document (repeatable).
+    #[arg(long)]
+    jwks: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -264,6 +307,7 @@ fn main() -> ExitCode {
             check(&files, format, now.as_deref(), envoy_config.as_deref())
         }
         Command::Inventory { file, format } => inventory(&file, format),
+        Command::Explain(args) => explain(&args),
         Command::Token(args) => token(&args),
         Command::Dpop { key, method, url, token, alg, count, nonce } => {
             dpop(&key, alg, &method, &url, &token, count, nonce.as_deref())
@@ -489,6 +533,65 @@ fn dpop(
         out.push('\n');
     }
     write_out(&out)
+}
+
+/// `nhi-guard explain`: the request from the command line, decided by the filter's engine.
+fn explain(a: &ExplainArgs) -> Result<(), String> {
+    use nhi_guard::tools::explain::{self, Fetched, Request};
+    let policy_json = read(&a.policy)?;
+    let doc: Value = serde_json::from_str(&policy_json).map_err(|e| format!("{}: {e}", a.policy))?;
+    let mut notes = Vec::new();
+    for name in policy_env_keys(&policy_json) {
+        if std::env::var(&name).is_err() {
+            notes.push(format!("{name} is not set here: a stand-in value was used (it changes no decision)"));
+        }
+    }
+    let policy = nhi_guard::engine::policy::load_with_env(&policy_json, &a.policy, &env_or_stand_in)
+        .map_err(|e| e.to_string())?;
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (name, value) = h.split_once(':').ok_or_else(|| format!("-H {h:?}: write \"Name: value\""))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    if let Some(t) = &a.token {
+        headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    if let Some(p) = &a.dpop {
+        headers.push(("dpop".into(), p.clone()));
+    }
+    if let Some(c) = &a.consent {
+        let name = doc["consent"]["header"].as_str().unwrap_or("x-consent").to_string();
+        headers.push((name, c.clone()));
+    }
+    let at = match &a.at {
+        Some(t) => nhi_guard::engine::timestamp::parse_rfc3339(t).ok_or("--at must be an RFC 3339 date-time")?,
+        None => unix_now()?,
+    };
+    let peer_sha256 = match &a.peer_cert {
+        Some(path) => Some(certificate_sha256(&read(path)?)?),
+        None => None,
+    };
+    let mut fetched = Fetched { feed: None, jwks: Vec::new() };
+    if let Some(f) = &a.feed {
+        fetched.feed = Some(std::fs::read(f).map_err(|e| format!("{f}: {e}"))?);
+    }
+    for j in &a.jwks {
+        let (issuer, file) = j.rsplit_once('=').ok_or_else(|| format!("--jwks {j:?}: write ISSUER=FILE"))?;
+        fetched.jwks.push((issuer.to_string(), std::fs::read(file).map_err(|e| format!("{file}: {e}"))?));
+    }
+    let request = Request {
+        method: a.method.to_ascii_uppercase(),
+        path: a.path.clone(),
+        headers,
+        peer_sha256,
+        spiffe_id: a.spiffe_id.clone(),
+        at,
+    };
+    let e = explain::explain(policy, &request, &fetched, notes)?;
+    match a.format {
+        ReportFormat::Json => write_out(&format!("{}\n", serde_json::to_string_pretty(&e).map_err(|e| e.to_string())?)),
+        ReportFormat::Text => write_out(&explain::render_text(&e)),
+    }
 }
 
 /// The certificate's `x5t#S256` (base64url SHA-256 of the DER).

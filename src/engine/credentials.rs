@@ -31,6 +31,33 @@ pub struct RequestFacts<'a> {
 /// Headers some frameworks take as the real method (lowercase, as Envoy hands them over).
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
+/// What a request header is to the engine. One place decides, for the filter (which walks Envoy's
+/// header map) and for `nhi-guard explain` (which takes headers from its command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderRole {
+    Authorization,
+    Dpop,
+    /// The policy's consent header (`consent.header`).
+    Consent,
+    /// `X-HTTP-Method-Override` and its kin: refused.
+    MethodOverride,
+    /// A client-sent `x-nhi-*` header: removed before the request goes anywhere.
+    Identity,
+    Other,
+}
+
+/// The role of header `name` (lowercase, as Envoy hands names over).
+pub fn header_role(name: &[u8], consent_header: &[u8]) -> HeaderRole {
+    match name {
+        b"authorization" => HeaderRole::Authorization,
+        b"dpop" => HeaderRole::Dpop,
+        n if METHOD_OVERRIDE_HEADERS.iter().any(|h| h.as_bytes() == n) => HeaderRole::MethodOverride,
+        n if n == consent_header => HeaderRole::Consent,
+        n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => HeaderRole::Identity,
+        _ => HeaderRole::Other,
+    }
+}
+
 /// The `Authorization` scheme the token came with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {

@@ -8,8 +8,8 @@
 use super::host::{Host, Level};
 use super::metrics::Metrics;
 use crate::engine::audit::{self, AuditContext, IdSource, Outcome, Stream};
+use crate::engine::credentials::{header_role, HeaderRole};
 use crate::engine::credentials::{parse_hex_digest, PeerCertificate, RequestFacts};
-use crate::engine::credentials::{IDENTITY_HEADER_PREFIX, METHOD_OVERRIDE_HEADERS};
 use crate::engine::decision::{Decision, Deny, Engine, DPOP_NONCE};
 use crate::engine::header_map;
 use crate::engine::policy::{AuditLog, Policy};
@@ -133,15 +133,17 @@ fn gather<'a>(serialized: &'a [u8], consent_header: &[u8]) -> Gathered<'a> {
             b":path" => g.path = text(value).unwrap_or(""),
             b"x-request-id" => g.request_id = text(value).unwrap_or("-"),
             b"x-fapi-interaction-id" => g.interaction = audit::is_uuid(value).then(|| text(value)).flatten(),
-            b"authorization" => g.authorization.push(value),
-            b"dpop" => g.dpop.push(value),
             #[cfg(feature = "test-trap")]
             #[allow(clippy::panic)] // the test-only module: shows what Envoy does after a trap
             b"x-test-trap" => panic!("test trap requested"),
-            n if METHOD_OVERRIDE_HEADERS.iter().any(|h| h.as_bytes() == n) => g.method_override = true,
-            n if n == consent_header => g.consent.push(value),
-            n if n.starts_with(IDENTITY_HEADER_PREFIX.as_bytes()) => g.spoofed.push(text(n).unwrap_or("")),
-            _ => {}
+            n => match header_role(n, consent_header) {
+                HeaderRole::Authorization => g.authorization.push(value),
+                HeaderRole::Dpop => g.dpop.push(value),
+                HeaderRole::Consent => g.consent.push(value),
+                HeaderRole::MethodOverride => g.method_override = true,
+                HeaderRole::Identity => g.spoofed.push(text(n).unwrap_or("")),
+                HeaderRole::Other => {}
+            },
         }
     }
     g

@@ -4,6 +4,7 @@
 
 mod audit;
 mod consent;
+mod explain;
 mod fapi;
 mod fleet;
 mod harness;
