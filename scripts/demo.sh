@@ -163,6 +163,26 @@ if [ $CHECK = 1 ]; then
   if [ "$got" = allowed ]; then echo "   ok: rotated key verifies"; else echo "   FAILED: rotation: got $got"; failures=$((failures+1)); fi
 fi
 echo
+echo "# Why was a request refused? The filter's own engine, offline, every check and the fix:"
+EXPLAIN="$CLI explain policies/open-banking.json --method POST --path /domestic-payments --token '$READONLY'"
+echo "$EXPLAIN"
+if [ $CHECK = 1 ]; then
+  got=$(eval "$EXPLAIN --format json" | jq -r '.reason')
+  if [ "$got" = scope_missing ]; then echo "   ok: explain says scope_missing, as Envoy did"; else echo "   FAILED: explain: got $got"; failures=$((failures+1)); fi
+fi
+echo
+echo "# The governance report for this policy and this demo's traffic (one HTML file, no network):"
+REPORT="curl -s http://127.0.0.1:$ADMIN/stats > target/demo/stats.txt && $CLI report policies/open-banking.json --stats target/demo/stats.txt --audit target/demo/audit-token.jsonl -o target/demo/report.html && xdg-open target/demo/report.html"
+echo "$REPORT"
+if [ $CHECK = 1 ]; then
+  eval "${REPORT% && xdg-open *}" 2>/dev/null
+  if grep -q 'id="chart-routes"' target/demo/report.html && grep -q 'id="id-moneywise-app"' target/demo/report.html; then
+    echo "   ok: target/demo/report.html written"
+  else
+    echo "   FAILED: report"; failures=$((failures+1))
+  fi
+fi
+echo
 echo "Counters: curl -s http://127.0.0.1:$ADMIN/stats?filter=nhi_guard"
 echo "Decisions log: grep 'nhi-guard' target/demo/envoy.log"
 if [ $CHECK = 1 ]; then

@@ -9,9 +9,10 @@ ENVOY_VERSION=1.40.0
 export NHI_GUARD_ENVOY="$PWD/target/envoy-venv/bin/envoy"
 
 # The demo and the TLS tests use curl, jq and openssl (certificates are generated, never committed);
-# the policy-update-under-load test and the benchmark use wrk.
+# the policy-update-under-load test and the benchmark use wrk; the report test reads the page in
+# headless Chromium (Debian's chromium package; its command has the same name).
 missing=()
-for tool in curl jq openssl wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in curl jq openssl wrk chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (Debian packages)"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"

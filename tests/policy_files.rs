@@ -329,3 +329,36 @@ fn check_knows_what_the_envoy_config_must_provide() {
     let shipped = cli(&["check", "policies/open-banking.json", "--envoy-config", "envoy/envoy.yaml"]);
     assert!(!String::from_utf8_lossy(&shipped.stdout).contains("pinned_client_without_mtls_listener"));
 }
+
+#[test]
+fn cli_explain_and_report_take_bad_input_with_a_clear_error() {
+    let policy = "policies/open-banking.json";
+    let ok = cli(&["explain", policy, "--path", "/accounts", "--at", "2026-11-24T00:00:00Z", "--format", "json"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!((e["status"].as_u64(), e["reason"].as_str()), (Some(401), Some("token_missing")));
+    assert!(e["fix"].as_str().unwrap().contains("Authorization"));
+    for (args, needle) in [
+        (vec!["explain", policy, "--path", "/a", "-H", "no colon here"], "write \"Name: value\""),
+        (vec!["explain", policy, "--path", "/a", "--jwks", "nofile"], "write ISSUER=FILE"),
+        (
+            vec!["explain", policy, "--path", "/a", "--jwks", "https://nobody.example=Cargo.toml"],
+            "not an issuer of the policy",
+        ),
+        (vec!["explain", policy, "--path", "/a", "--at", "yesterday"], "RFC 3339"),
+        (vec!["explain", policy, "--path", "/a", "--feed", "Cargo.toml"], "feed document"),
+        (vec!["explain", "missing.json", "--path", "/a"], "missing.json"),
+        (vec!["report", policy, "--stats", "does-not-exist.txt"], "does-not-exist.txt"),
+    ] {
+        let out = cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{args:?}: {err}");
+    }
+    let dir = repo("target/report-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    let out = cli(&["report", policy, "--now", "2026-11-24T00:00:00Z", "-o", page.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains(r#"<tr id="id-moneywise-app""#));
+}

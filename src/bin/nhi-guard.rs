@@ -42,12 +42,34 @@ enum Command {
     /// Decide one request offline with the filter's own engine: every check in order, the one that
     /// decided, the status and reason code Envoy would answer, and what would fix it.
     Explain(ExplainArgs),
+    /// One self-contained HTML page for reviewers and auditors: every identity, the findings, and
+    /// (from Envoy's stats and the audit files, when given) decisions per route and partner,
+    /// denials by reason and over time.
+    Report {
+        /// The policy file.
+        policy: String,
+        /// Envoy's stats: the admin /stats text or /stats/prometheus output (repeatable).
+        #[arg(long)]
+        stats: Vec<String>,
+        /// Audit JSON-lines files (audit-token.jsonl), for denials over time (repeatable).
+        #[arg(long)]
+        audit: Vec<String>,
+        /// Evaluate dates and reachability at this RFC 3339 instant instead of now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Write the page here instead of to standard output.
+        #[arg(short, long)]
+        output: Option<String>,
+    },
     /// Every partner and machine identity with owner, purpose, status, scopes, expiry, review
     /// dates, how it authenticates and the routes it can reach.
     Inventory {
         file: String,
         #[arg(long, value_enum, default_value = "text")]
         format: InventoryFormat,
+        /// Which routes each identity reaches at this RFC 3339 instant instead of now.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Mint a signed RFC 9068 access token (demo, tests and load tests only).
     Token(TokenArgs),
@@ -306,8 +328,11 @@ fn main() -> ExitCode {
         Command::Check { files, format, now, envoy_config } => {
             check(&files, format, now.as_deref(), envoy_config.as_deref())
         }
-        Command::Inventory { file, format } => inventory(&file, format),
+        Command::Inventory { file, format, now } => inventory(&file, format, now.as_deref()),
         Command::Explain(args) => explain(&args),
+        Command::Report { policy, stats, audit, now, output } => {
+            report(&policy, &stats, &audit, now.as_deref(), output.as_deref())
+        }
         Command::Token(args) => token(&args),
         Command::Dpop { key, method, url, token, alg, count, nonce } => {
             dpop(&key, alg, &method, &url, &token, count, nonce.as_deref())
@@ -355,6 +380,16 @@ macro_rules! outln {
 /// a key). The filter itself refuses to start without them.
 fn env_or_stand_in(name: &str) -> Option<String> {
     Some(std::env::var(name).unwrap_or_else(|_| format!("(${name}: a stand-in for the value at run time)")))
+}
+
+/// `--now`/`--at` as Unix seconds, or the current time.
+fn at_or_now(at: Option<&str>) -> Result<i64, String> {
+    match at {
+        Some(t) => {
+            nhi_guard::engine::timestamp::parse_rfc3339(t).ok_or_else(|| format!("{t:?} is not an RFC 3339 date-time"))
+        }
+        None => unix_now(),
+    }
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -419,10 +454,10 @@ fn check(files: &[String], format: ReportFormat, now: Option<&str>, envoy_config
     }
 }
 
-fn inventory(file: &str, format: InventoryFormat) -> Result<(), String> {
+fn inventory(file: &str, format: InventoryFormat, now: Option<&str>) -> Result<(), String> {
     let policy =
         nhi_guard::engine::policy::load_with_env(&read(file)?, file, &env_or_stand_in).map_err(|e| e.to_string())?;
-    let rows = nhi_guard::tools::governance::inventory(&policy);
+    let rows = nhi_guard::tools::governance::inventory(&policy, at_or_now(now)?);
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match format {
         InventoryFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?),
@@ -533,6 +568,62 @@ fn dpop(
         out.push('\n');
     }
     write_out(&out)
+}
+
+/// Reads a stats or audit file, bounded.
+fn read_bounded(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut text = String::new();
+    let limit = nhi_guard::tools::report::MAX_INPUT_BYTES;
+    file.take(limit as u64 + 1).read_to_string(&mut text).map_err(|e| format!("{path}: {e}"))?;
+    if text.len() > limit {
+        return Err(format!("{path}: larger than {} MiB; give a shorter excerpt", limit >> 20));
+    }
+    Ok(text)
+}
+
+/// `nhi-guard report`: the governance page.
+fn report(
+    policy_file: &str,
+    stats: &[String],
+    audit: &[String],
+    now: Option<&str>,
+    output: Option<&str>,
+) -> Result<(), String> {
+    use nhi_guard::tools::report::{read_audit, read_stats, render, Traffic};
+    let policy = nhi_guard::engine::policy::load_with_env(&read(policy_file)?, policy_file, &env_or_stand_in)
+        .map_err(|e| e.to_string())?;
+    let now = at_or_now(now)?;
+    let traffic = if stats.is_empty() && audit.is_empty() {
+        None
+    } else {
+        let mut t = Traffic::default();
+        let mut sources = Vec::new();
+        for f in stats {
+            read_stats(&policy, &read_bounded(f)?, &mut t);
+            sources.push(format!("Envoy stats {f}"));
+        }
+        for f in audit {
+            let skipped = read_audit(&read_bounded(f)?, stats.is_empty(), &mut t);
+            sources.push(if skipped > 0 {
+                format!("audit file {f} ({skipped} unreadable lines skipped)")
+            } else {
+                format!("audit file {f}")
+            });
+        }
+        t.source = sources.join(", ");
+        Some(t)
+    };
+    let html = render(&policy, policy_file, now, traffic.as_ref());
+    match output {
+        Some(path) => {
+            std::fs::write(path, html).map_err(|e| format!("{path}: {e}"))?;
+            eprintln!("nhi-guard: wrote the report to {path}");
+            Ok(())
+        }
+        None => write_out(&html),
+    }
 }
 
 /// `nhi-guard explain`: the request from the command line, decided by the filter's engine.

@@ -111,13 +111,13 @@ fn routes_within_ceiling<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p Rou
         .collect()
 }
 
-/// Routes a client can actually reach today: none while it, or its partner, is not active.
-pub fn reachable_routes<'p>(policy: &'p Policy, client: &Client) -> Vec<&'p RouteRule> {
-    let partner_active = client
-        .partner
-        .as_ref()
-        .is_none_or(|p| policy.partners.get(p).is_some_and(|p| p.status == PartnerStatus::Active));
-    if client.status != ClientStatus::Active || !partner_active {
+/// Routes a client can actually reach at `now`: none while it is inactive or expired, or its
+/// partner is not active or past its contract end (what the filter enforces, in the same terms).
+pub fn reachable_routes<'p>(policy: &'p Policy, client: &Client, now: i64) -> Vec<&'p RouteRule> {
+    let partner_active = client.partner.as_ref().is_none_or(|p| {
+        policy.partners.get(p).is_some_and(|p| p.status == PartnerStatus::Active && now < p.contract_end)
+    });
+    if client.status != ClientStatus::Active || now >= client.expires || !partner_active {
         return Vec::new();
     }
     routes_within_ceiling(policy, client)
@@ -329,8 +329,8 @@ pub struct InventoryRow {
     pub authentication: Vec<String>,
 }
 
-/// Every partner and client, partners first, each with what it can reach.
-pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
+/// Every partner and client, partners first, each with what it can reach at `now`.
+pub fn inventory(policy: &Policy, now: i64) -> Vec<InventoryRow> {
     let fmt = |t: Option<i64>| t.map(format_rfc3339);
     let mut partners: Vec<_> = policy.partners.values().collect();
     partners.sort_by(|a, b| a.id.cmp(&b.id));
@@ -339,7 +339,7 @@ pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
         .map(|p| {
             let apps: Vec<&Client> = policy.clients.values().filter(|c| c.partner.as_deref() == Some(&p.id)).collect();
             let mut routes: Vec<String> =
-                apps.iter().flat_map(|c| reachable_routes(policy, c)).map(|r| r.id.clone()).collect();
+                apps.iter().flat_map(|c| reachable_routes(policy, c, now)).map(|r| r.id.clone()).collect();
             routes.sort();
             routes.dedup();
             InventoryRow {
@@ -373,7 +373,7 @@ pub fn inventory(policy: &Policy) -> Vec<InventoryRow> {
         expires: Some(format_rfc3339(c.expires)),
         last_reviewed: fmt(c.last_reviewed),
         review_due: fmt(c.review_due),
-        routes: reachable_routes(policy, c).into_iter().map(|r| r.id.clone()).collect(),
+        routes: reachable_routes(policy, c, now).into_iter().map(|r| r.id.clone()).collect(),
         authentication: authentication(policy, c),
     }));
     rows
@@ -471,10 +471,12 @@ mod tests {
     fn clients_of_offboarded_or_suspended_partners_reach_no_route() {
         let p = policy();
         let quickloans = p.clients.get("quickloans-app").unwrap();
-        assert!(reachable_routes(&p, quickloans).is_empty(), "offboarded partner");
+        assert!(reachable_routes(&p, quickloans, NOW).is_empty(), "offboarded partner");
         let budget = p.clients.get("budgetbuddy-app").unwrap();
-        assert!(reachable_routes(&p, budget).is_empty(), "suspended partner");
-        assert!(!reachable_routes(&p, p.clients.get("moneywise-app").unwrap()).is_empty());
+        assert!(reachable_routes(&p, budget, NOW).is_empty(), "suspended partner");
+        assert!(reachable_routes(&p, p.clients.get("oldbridge-app").unwrap(), NOW).is_empty(), "contract ended");
+        assert!(reachable_routes(&p, p.clients.get("moneywise-legacy").unwrap(), NOW).is_empty(), "expired client");
+        assert!(!reachable_routes(&p, p.clients.get("moneywise-app").unwrap(), NOW).is_empty());
     }
 
     #[test]
@@ -533,7 +535,7 @@ mod tests {
 
     #[test]
     fn the_inventory_lists_every_identity_and_what_it_reaches() {
-        let rows = inventory(&policy());
+        let rows = inventory(&policy(), NOW);
         assert_eq!(rows.len(), 4 + 9);
         let app = rows.iter().find(|r| r.id == "moneywise-app").unwrap();
         assert_eq!((app.kind.as_str(), app.partner.as_deref()), ("partner_app", Some("moneywise")));

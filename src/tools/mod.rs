@@ -5,6 +5,7 @@
 pub mod explain;
 pub mod governance;
 pub mod mint;
+pub mod report;
 pub mod schema;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -11,6 +11,7 @@ mod harness;
 mod interop;
 mod jwks;
 mod machine_authority;
+mod report;
 mod revocation;
 mod sender;
 mod startup;
