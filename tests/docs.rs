@@ -159,3 +159,40 @@ fn the_readme_is_a_front_page_that_links_every_reference_page() {
     }
     assert!(readme.contains("scripts/demo.sh") && readme.contains("scripts/test.sh"), "the two commands");
 }
+
+/// The "Your first policy" block of docs/policy.md loads, and `explain` and `report` work on it.
+#[test]
+fn the_first_policy_in_the_docs_loads_and_the_operator_tools_work_on_it() {
+    use nhi_guard::tools::explain::{explain, Fetched, Request};
+    use nhi_guard::tools::mint::{access_token_header, sign_jws, SigningKey};
+    let doc = read("docs/policy.md");
+    let section = doc.split("## Your first policy").nth(1).unwrap();
+    let json = section.split("```json\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let env = |name: &str| (name == "ACME_AUDIT_KEY").then(|| "a-key-from-the-secret-store".to_string());
+    let load = || nhi_guard::engine::policy::load_with_env(json, "my-policy.json", &env).unwrap();
+    // A token from the policy's authorization server, with the customer's consent in it.
+    let key = SigningKey::es256_from_bytes(&[5u8; 32]).unwrap();
+    let jwks = serde_json::json!({"keys": [key.public_jwk("login-1")]}).to_string().into_bytes();
+    let now = 1_800_000_000;
+    let claims = serde_json::json!({
+        "iss": "https://login.acme.example", "aud": "https://api.acme.example", "sub": "customer-1",
+        "client_id": "budgetco-app", "scope": "accounts", "iat": now - 5, "exp": now + 295, "jti": "t-1",
+        "consent_id": "c-1", "authorization_details": [{"type": "account_access", "actions": ["ReadAccountsBasic"]}]
+    });
+    let token = sign_jws(&access_token_header(&key, "login-1"), &claims, &key);
+    let request = Request {
+        method: "GET".into(),
+        path: "/accounts".into(),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        at: now,
+        ..Request::default()
+    };
+    let fetched = Fetched { feed: None, jwks: vec![("https://login.acme.example".into(), jwks)] };
+    let e = explain(load(), &request, &fetched, vec![]).unwrap();
+    assert_eq!((e.decision, e.status), ("allow", 200), "{}", nhi_guard::tools::explain::render_text(&e));
+    let later = Request { at: now + 3600, ..request };
+    let e = explain(load(), &later, &fetched, vec![]).unwrap();
+    assert_eq!(e.reason, Some("token_expired"));
+    let html = nhi_guard::tools::report::render(&load(), "my-policy.json", now, None);
+    assert!(html.contains(r#"<tr id="id-budgetco-app" class="identity""#) && html.contains("<code>accounts</code>"));
+}
