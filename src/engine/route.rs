@@ -4,6 +4,9 @@
 //! allocating. When two templates could match one path, the one with a literal segment earlier
 //! wins (`/accounts/summary` before `/accounts/{AccountId}`); identical shapes are a load error.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 /// One segment of a compiled template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -36,6 +39,9 @@ impl PathTemplate {
         }
         let mut segments = Vec::new();
         let mut names = Vec::new();
+        if rest.split('/').count() > MAX_SEGMENTS {
+            return Err(format!("has more than {MAX_SEGMENTS} segments"));
+        }
         for seg in rest.split('/') {
             if seg.is_empty() {
                 return Err("has an empty segment ('//' or a trailing '/')".into());
@@ -133,38 +139,133 @@ pub fn query_has_access_token(query: &str) -> bool {
     })
 }
 
-/// A compiled table: routes in match order, each with its methods.
-#[derive(Debug, Default)]
+/// A compiled table: a trie over path segments, so finding a route costs the path's depth, not
+/// the number of routes (2 000 routes match as fast as 10).
+///
+/// At each segment a literal child is tried before the parameter child, and the first template
+/// that matches the whole path and has the method wins: exactly "literal segments before
+/// parameters, position by position". Templates of one shape share a node and keep the policy's
+/// order.
+#[derive(Debug)]
 pub struct RouteTable<R> {
-    entries: Vec<(PathTemplate, Vec<String>, R)>,
+    /// The routes in match order (shorter first, then literal before parameter), for iteration.
+    entries: Vec<R>,
+    root: Node,
+}
+
+impl<R> Default for RouteTable<R> {
+    fn default() -> Self {
+        RouteTable { entries: Vec::new(), root: Node::default() }
+    }
+}
+
+/// Most segments a request path may have for a route to match it (templates are refused beyond).
+pub const MAX_SEGMENTS: usize = 32;
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Literal children by segment. FNV-1a: the keys are the policy's own, few bytes each; a
+    /// request can only probe, never insert, so a crafted segment buys one short probe at most.
+    literals: HashMap<Box<str>, Node, BuildHasherDefault<Fnv1a>>,
+    param: Option<Box<Node>>,
+    /// Templates ending here: (methods, index into `entries`), in the policy's order.
+    ends: Vec<(Vec<String>, usize)>,
+}
+
+/// FNV-1a, 64 bits.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+impl Node {
+    fn child(&mut self, segment: &Segment) -> &mut Node {
+        match segment {
+            Segment::Param(_) => self.param.get_or_insert_with(Box::default),
+            Segment::Literal(l) => self.literals.entry(l.as_str().into()).or_default(),
+        }
+    }
+
+    /// The first template under this node matching the remaining `segments` with `method`.
+    fn find(&self, segments: &[&str], method: &str) -> Option<usize> {
+        let Some((seg, rest)) = segments.split_first() else {
+            return self.ends.iter().find(|(methods, _)| methods.iter().any(|m| m == method)).map(|(_, i)| *i);
+        };
+        if let Some(found) = self.literals.get(*seg).and_then(|n| n.find(rest, method)) {
+            return Some(found);
+        }
+        match &self.param {
+            Some(n) if !seg.is_empty() => n.find(rest, method),
+            _ => None,
+        }
+    }
 }
 
 impl<R> RouteTable<R> {
-    /// Builds the table. Errors name the two colliding indexes (in insertion order).
+    /// Builds the table. Errors name the two colliding indexes (in insertion order): templates of
+    /// one shape whose methods overlap would make the policy's order decide silently.
     pub fn build(routes: Vec<(PathTemplate, Vec<String>, R)>) -> Result<RouteTable<R>, (usize, usize)> {
-        for (i, (ti, mi, _)) in routes.iter().enumerate() {
-            for (j, (tj, mj, _)) in routes.iter().enumerate().skip(i.saturating_add(1)) {
-                if ti.shape() == tj.shape() && mi.iter().any(|m| mj.contains(m)) {
-                    return Err((i, j));
-                }
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        // Stable: among equal specificity, the policy's order decides.
+        order.sort_by_cached_key(|&i| routes.get(i).map(|(t, _, _)| (t.segments.len(), t.specificity())));
+        let mut position = vec![0usize; routes.len()];
+        for (at, &i) in order.iter().enumerate() {
+            if let Some(p) = position.get_mut(i) {
+                *p = at;
             }
         }
-        let mut entries = routes;
-        // Stable: among equal specificity, the policy's order decides.
-        entries.sort_by_key(|(t, _, _)| (t.segments.len(), t.specificity()));
-        Ok(RouteTable { entries })
+        let mut root = Node::default();
+        for (i, (template, methods, _)) in routes.iter().enumerate() {
+            let node = template.segments.iter().fold(&mut root, |n, s| n.child(s));
+            let sorted_index = position.get(i).copied().unwrap_or(0);
+            if let Some((_, other)) = node.ends.iter().find(|(m, _)| m.iter().any(|x| methods.contains(x))) {
+                let first = order.get(*other).copied().unwrap_or(0);
+                return Err((first, i));
+            }
+            node.ends.push((methods.clone(), sorted_index));
+        }
+        let mut slots: Vec<Option<R>> = routes.into_iter().map(|(_, _, r)| Some(r)).collect();
+        let entries = order.iter().filter_map(|&i| slots.get_mut(i).and_then(Option::take)).collect();
+        Ok(RouteTable { entries, root })
     }
 
     /// The first route whose method list has `method` and whose template matches `path`.
     pub fn find(&self, method: &str, path: &str) -> Option<&R> {
-        self.entries
-            .iter()
-            .find(|(t, methods, _)| methods.iter().any(|m| m == method) && t.matches(path))
-            .map(|(_, _, r)| r)
+        let rest = path.strip_prefix('/')?;
+        // The segments on the stack: no allocation, and no route has more than MAX_SEGMENTS.
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0usize;
+        if !rest.is_empty() {
+            for seg in rest.split('/') {
+                *segments.get_mut(count)? = seg;
+                count = count.saturating_add(1);
+            }
+        }
+        let index = self.root.find(segments.get(..count)?, method)?;
+        self.entries.get(index)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &R> {
-        self.entries.iter().map(|(_, _, r)| r)
+        self.entries.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -178,6 +279,65 @@ mod tests {
         let routes =
             specs.iter().map(|(m, p, id)| (PathTemplate::parse(p).unwrap(), vec![m.to_string()], *id)).collect();
         RouteTable::build(routes).unwrap()
+    }
+
+    /// The trie answers as the rule says (shorter first, then literal before parameter, position
+    /// by position, then policy order), checked against a plain reading of that rule on a few
+    /// thousand generated templates and paths.
+    #[test]
+    fn the_trie_agrees_with_the_rule_it_implements() {
+        let words = ["a", "b", "c", "{P}", "{Q}"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut specs: Vec<(String, Vec<String>)> = Vec::new();
+        for _ in 0..300 {
+            let len = 1 + next(4);
+            let mut path = String::new();
+            let mut params = 0;
+            for _ in 0..len {
+                let w = words[next(words.len())];
+                let w = if w.starts_with('{') {
+                    params += 1;
+                    format!("{{P{params}}}")
+                } else {
+                    w.to_string()
+                };
+                path.push('/');
+                path.push_str(&w);
+            }
+            let methods =
+                if next(2) == 0 { vec!["GET".to_string()] } else { vec!["GET".to_string(), "POST".to_string()] };
+            let shape = PathTemplate::parse(&path).unwrap().shape();
+            let clash = specs.iter().any(|(p, m)| {
+                PathTemplate::parse(p).unwrap().shape() == shape && m.iter().any(|x| methods.contains(x))
+            });
+            if !clash {
+                specs.push((path, methods));
+            }
+        }
+        let routes =
+            specs.iter().enumerate().map(|(i, (p, m))| (PathTemplate::parse(p).unwrap(), m.clone(), i)).collect();
+        let table = RouteTable::build(routes).unwrap();
+        let mut reference: Vec<(PathTemplate, &Vec<String>, usize)> =
+            specs.iter().enumerate().map(|(i, (p, m))| (PathTemplate::parse(p).unwrap(), m, i)).collect();
+        reference.sort_by_key(|(t, _, _)| (t.segments.len(), t.specificity()));
+        let mut matched = 0;
+        for _ in 0..3000 {
+            let len = 1 + next(4);
+            let path: String = (0..len).map(|_| format!("/{}", ["a", "b", "c", "x"][next(4)])).collect();
+            for method in ["GET", "POST"] {
+                let want =
+                    reference.iter().find(|(t, m, _)| m.iter().any(|x| x == method) && t.matches(&path)).map(|r| r.2);
+                assert_eq!(table.find(method, &path).copied(), want, "{method} {path}");
+                matched += usize::from(want.is_some());
+            }
+        }
+        assert!(matched > 1000, "the generated paths must exercise matches, not only misses: {matched}");
     }
 
     #[test]

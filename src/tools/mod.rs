@@ -7,6 +7,7 @@ pub mod governance;
 pub mod mint;
 pub mod report;
 pub mod schema;
+pub mod synthetic;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod echo;

@@ -222,6 +222,9 @@ impl Compiler {
         let partners = self.partners(&doc.partners);
         let clients =
             self.clients(&doc.clients, &partners, &doc.governance, &doc.sender_constraint.required_for_kinds, &issuers);
+        // Workload identity looks clients up by SPIFFE ID on every such request: an index, not a scan.
+        let workloads =
+            clients.values().flat_map(|c| c.spiffe_ids.iter().map(move |id| (id.clone(), c.id.clone()))).collect();
         let dpop = doc.sender_constraint.dpop.as_ref().map(|d| self.dpop(d, env));
         let nonce_everywhere = doc
             .sender_constraint
@@ -251,6 +254,7 @@ impl Compiler {
             revocation,
             governance: doc.governance,
             dpop,
+            workloads,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct Policy {
     pub governance: Governance,
     /// DPoP proof checking, when configured; DPoP-bound tokens are refused without it.
     pub dpop: Option<DpopSettings>,
+    /// SPIFFE ID -> client id (the loader refuses an ID claimed twice).
+    pub workloads: HashMap<String, String>,
 }
 
 impl Governance {
@@ -231,7 +233,7 @@ impl Policy {
 
     /// The registered client owning a SPIFFE ID (exact match), for workload identity.
     pub fn client_by_spiffe_id(&self, id: &str) -> Option<&Client> {
-        self.clients.values().find(|c| c.spiffe_ids.iter().any(|s| s == id))
+        self.workloads.get(id).and_then(|client| self.clients.get(client))
     }
 }
 
