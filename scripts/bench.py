@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Envoy load benchmark: nhi-guard against Envoy passthrough and jwt_authn+RBAC, side by side.
+"""Envoy load benchmark: nhi-guard against Envoy passthrough, jwt_authn+RBAC and two reference
+floors, side by side.
 
 Every configuration fronts the same upstream (an Envoy answering with direct_response), takes the
 same tokens and the same wrk load, in interleaved rounds (A B C D A B C D ...). Reports req/s,
-p50/p99 latency, front-Envoy CPU microseconds per request, and ratios, as a markdown table.
+p50/p99 latency, front-Envoy CPU microseconds per request (and above the empty proxy-wasm filter's,
+the floor of any wasm filter), and ratios, as a markdown table. The reference rows: an empty
+proxy-wasm filter built in this repository (benches/empty-filter), and ext_authz to an allow-all
+service (the floor of any external-authorizer design: OPA, Authorino, a consent service). nhi-guard
+runs the config `nhi-guard envoy-config` renders, so what is measured is what ships.
 
 Run through scripts/bench.sh (it builds and installs what this needs). Loopback only; every run is
 bounded in time and stops by itself.
@@ -25,8 +30,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("NHI_GUARD_ENVOY", os.path.join(ROOT, "target/envoy-venv/bin/envoy"))
 CLI = os.path.join(ROOT, "target/release/nhi-guard")
 WASM = os.environ.get("NHI_GUARD_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/nhi_guard.wasm"))
+EMPTY_WASM = os.path.join(ROOT, "target/empty-filter/wasm32-wasip1/release/nhi_guard_empty_filter.wasm")
+EMPTY = "empty proxy-wasm"
+EXT_AUTHZ = "ext_authz allow-all"
+# Rows that measure a floor, not a guard: they let every token through.
+REFERENCES = (EMPTY, EXT_AUTHZ)
 # Comma-separated scenario prefixes to run (e.g. "hot"), for profiling one path; empty runs all.
 ONLY = [p for p in os.environ.get("NHI_GUARD_BENCH_ONLY", "").split(",") if p]
+# Profiling aid: also run nhi-guard without the audit access logs (NHI_GUARD_BENCH_VARIANTS=1), and
+# other modules (NHI_GUARD_BENCH_WASM_B=path,path,...: builds of a change, side by side with the current one).
+VARIANTS = os.environ.get("NHI_GUARD_BENCH_VARIANTS") == "1"
+# Profiling aid: only these configurations (comma-separated names; passthrough always runs).
+CONFIGS = [c for c in os.environ.get("NHI_GUARD_BENCH_CONFIGS", "").split(",") if c]
+WASM_B = [w for w in os.environ.get("NHI_GUARD_BENCH_WASM_B", "").split(",") if w]
 POLICY = os.path.join(ROOT, "policies/open-banking.json")
 ISS = "https://auth.bank.example"
 AUD = "https://api.bank.example/open-banking"
@@ -119,41 +135,64 @@ def jwt_authn_filters(jwks, cache, consent_jwks=None):
     ]
 
 
+def empty_wasm_filters():
+    """The floor: a proxy-wasm filter whose HTTP context returns Continue, in the same V8 runtime."""
+    return [{"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "empty", "root_id": "empty", "failure_policy": "FAIL_CLOSED",
+                   "vm_config": {"vm_id": "empty", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": EMPTY_WASM}}}},
+    }}]
+
+
+def ext_authz_filters():
+    """ext_authz over HTTP to a service that allows everything (the upstream Envoy's direct_response)."""
+    return [{"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "http_service": {"server_uri": {"uri": "http://127.0.0.1/authz", "cluster": "authz", "timeout": "1s"}, "path_prefix": "/authz"},
+        "failure_mode_allow": False,
+    }}]
+
+
+def with_authz_cluster(cfg, port):
+    cfg["static_resources"]["clusters"].append({
+        "name": "authz", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    })
+    return cfg
+
+
+def nhi_guard_config(port, admin, upstream_port, feed_port, wasm=WASM, access_logs=True):
+    """nhi-guard's Envoy config exactly as `nhi-guard envoy-config` renders it (audit access logs included)."""
+    audit = os.path.join(WORK, f"audit-{port}")
+    os.makedirs(audit, exist_ok=True)
+    text = subprocess.run([CLI, "envoy-config", "--policy", POLICY, "--wasm", wasm, "--listen", str(port), "--admin", str(admin),
+                           "--upstream", str(upstream_port), "--feed", str(feed_port), "--audit-dir", audit],
+                          check=True, capture_output=True, text=True).stdout
+    if not access_logs:
+        text = re.sub(r"          access_log:\n(?:          [ -].*\n|            .*\n)+?(?=          route_config:)", "", text)
+    return text
+
+
 def policy_text():
     with open(POLICY) as f:
         return f.read()
 
 
-def with_feed(cfg, feed_port):
-    """Adds the clusters of the feed and remote JWKS, as envoy-config renders them (the filter polls them itself)."""
-    policy = json.loads(policy_text())
-    names = [policy["revocation"]["cluster"]] + [i["remote_jwks"]["cluster"] for i in policy["issuers"] if "remote_jwks" in i]
-    for name in dict.fromkeys(names):
-        cfg["static_resources"]["clusters"].append({
-            "name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": feed_port}}}}]}]},
-        })
-    return cfg
-
-
-def nhi_guard_filters():
-    policy = policy_text()
-    return [{"name": "envoy.filters.http.wasm", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": "nhi_guard", "root_id": "nhi_guard", "failure_policy": "FAIL_CLOSED",
-                   "vm_config": {"vm_id": "nhi_guard", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
-                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy}},
-    }}]
-
-
 class Envoy:
-    def __init__(self, name, cfg, concurrency):
+    def __init__(self, name, cfg, concurrency, ports=None):
+        """`cfg` is a bootstrap dict, or YAML text with `ports` = (listener, admin)."""
         self.name = name
-        self.admin = cfg["admin"]["address"]["socket_address"]["port_value"]
-        self.port = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
-        path = os.path.join(WORK, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(cfg, f)
+        if isinstance(cfg, str):
+            self.port, self.admin = ports
+            path = os.path.join(WORK, f"{name}.yaml")
+            with open(path, "w") as f:
+                f.write(cfg)
+        else:
+            self.admin = cfg["admin"]["address"]["socket_address"]["port_value"]
+            self.port = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+            path = os.path.join(WORK, f"{name}.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
         self.log = open(os.path.join(WORK, f"{name}.log"), "w")
         self.proc = subprocess.Popen([ENVOY, "-c", path, "--concurrency", str(concurrency), "--base-id", str(self.port), "-l", "warning"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -353,11 +392,19 @@ def main():
                                              check=True, capture_output=True, text=True).stdout)
     configs = {
         "passthrough": [],
+        EMPTY: empty_wasm_filters(),
+        EXT_AUTHZ: ext_authz_filters(),
         "jwt_authn+RBAC": jwt_authn_filters(jwks, cache=False),
         "jwt_authn+RBAC cached": jwt_authn_filters(jwks, cache=True),
         "jwt_authn(2 JWTs)+RBAC": jwt_authn_filters(jwks, cache=False, consent_jwks=consent_jwks),
-        "nhi-guard": nhi_guard_filters(),
+        "nhi-guard": None,
     }
+    if VARIANTS:
+        configs["nhi-guard, no access logs"] = None
+    for i, _ in enumerate(WASM_B):
+        configs[f"nhi-guard B{i + 1}"] = None
+    if CONFIGS:
+        configs = {n: f for n, f in configs.items() if n == "passthrough" or n in CONFIGS}
     fronts = {}
     feed_port = free_port()
     feed_file = os.path.join(WORK, "revocations.json")
@@ -370,40 +417,51 @@ def main():
                             stderr=subprocess.DEVNULL)
     try:
         for name, filters in configs.items():
+            label = re.sub(r"[^A-Za-z0-9]+", "_", name)
+            if name.startswith("nhi-guard"):
+                port, admin = free_port(), free_port()
+                wasm = WASM_B[int(name.rsplit("B", 1)[1]) - 1] if name.startswith("nhi-guard B") else WASM
+                text = nhi_guard_config(port, admin, up_port, feed_port, wasm=wasm,
+                                        access_logs=name != "nhi-guard, no access logs")
+                fronts[name] = Envoy(label, text, 2, ports=(port, admin))
+                wait_for_feed(fronts[name])
+                continue
             cfg = bootstrap(free_port(), free_port(), filters, up_port)
-            if name == "nhi-guard":
-                cfg = with_feed(cfg, feed_port)
-            fronts[name] = Envoy(name.replace(" ", "_").replace("+", "_"), cfg, 2)
-        wait_for_feed(fronts["nhi-guard"])
+            if name == EXT_AUTHZ:
+                cfg = with_authz_cluster(cfg, up_port)
+            fronts[name] = Envoy(label, cfg, 2)
         print(f"bench: tokens ({COLD_TOKENS} per cold scenario)...", file=sys.stderr)
         es = mint("as-es256.pem", "as-es256", COLD_TOKENS)
         pairs = mint("as-es256.pem", "as-es256", COLD_TOKENS, extra=())
         consents = mint_consents(COLD_TOKENS)
+        floors = ["passthrough", EMPTY, EXT_AUTHZ]
+        variants = [n for n in configs if n.startswith("nhi-guard") and n != "nhi-guard"]
         scenarios = [
-            ("hot: one ES256 token", es[:1], None, ["passthrough", "jwt_authn+RBAC", "jwt_authn+RBAC cached", "nhi-guard"], True),
-            ("cold: distinct ES256 tokens", es, None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
-            ("consent: distinct token + consent artefact pairs", pairs, consents, ["passthrough", "jwt_authn(2 JWTs)+RBAC", "nhi-guard"], True),
+            ("hot: one ES256 token", es[:1], None, floors + ["jwt_authn+RBAC", "jwt_authn+RBAC cached", "nhi-guard"] + variants, True),
+            ("cold: distinct ES256 tokens", es, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
+            ("consent: distinct token + consent artefact pairs", pairs, consents, floors + ["jwt_authn(2 JWTs)+RBAC", "nhi-guard"], True),
         ]
         if not SMOKE and not ONLY:
             ed = mint("as-eddsa.pem", "as-eddsa", COLD_TOKENS)
             ps = mint("as-ps256.pem", "as-ps256", 5000)
             scenarios += [
-                ("forged flood: distinct bad signatures", forged(es), None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], False),
-                ("garbage flood: malformed tokens", garbage(COLD_TOKENS), None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], False),
-                ("cold: distinct EdDSA tokens", ed, None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
-                ("cold: distinct PS256 tokens", ps, None, ["passthrough", "jwt_authn+RBAC", "nhi-guard"], True),
+                ("forged flood: distinct bad signatures", forged(es), None, floors + ["jwt_authn+RBAC", "nhi-guard"], False),
+                ("garbage flood: malformed tokens", garbage(COLD_TOKENS), None, floors + ["jwt_authn+RBAC", "nhi-guard"], False),
+                ("cold: distinct EdDSA tokens", ed, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
+                ("cold: distinct PS256 tokens", ps, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
             ]
         results = []
         if ONLY:
             scenarios = [sc for sc in scenarios if any(sc[0].startswith(p) for p in ONLY)]
         for title, tokens, consent, names, expect_ok in scenarios:
+            names = [n for n in names if n in fronts]
             runs = {n: [] for n in names}
             for _ in range(ROUNDS):
                 for n in names:
                     r = measure(fronts[n], tokens, consent)
                     if n != "passthrough" and expect_ok and r["non2xx"] > 0:
                         raise SystemExit(f"bench: {n} denied {r['non2xx']} valid requests in '{title}'; see {WORK}")
-                    if n != "passthrough" and not expect_ok and r["non2xx"] < r["total"] * 0.99:
+                    if n not in ("passthrough", *REFERENCES) and not expect_ok and r["non2xx"] < r["total"] * 0.99:
                         raise SystemExit(f"bench: {n} let bad tokens through in '{title}'")
                     runs[n].append(r)
             results.append((title, {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")} for n, rs in runs.items()}))
@@ -429,15 +487,19 @@ def report(results, memory):
     cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
     lines = [f"Machine: {os.cpu_count()} cores ({cpu}); Envoy 1.40 --concurrency 2; wrk -t2 -c{CONNECTIONS} -d{DURATION}s; "
              f"median of {ROUNDS} interleaved rounds; {'SMOKE RUN, not a measurement' if SMOKE else time.strftime('%Y-%m-%d')}", ""]
-    lines.append("| scenario | config | req/s | p50 ms | p99 ms | Envoy CPU us/req | vs passthrough | vs jwt_authn |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("| scenario | config | req/s | p50 ms | p99 ms | Envoy CPU us/req | above passthrough | above the wasm floor | vs passthrough | vs jwt_authn |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for title, rs in results:
         base = rs["passthrough"]["rps"]
+        base_cpu = rs["passthrough"]["cpu_us"]
+        floor_cpu = rs.get(EMPTY, {}).get("cpu_us")
         reference = "jwt_authn+RBAC cached" if title.startswith("hot") else "jwt_authn(2 JWTs)+RBAC" if title.startswith("consent") else "jwt_authn+RBAC"
         jwt = rs.get(reference, {}).get("rps")
         for n, r in rs.items():
-            vs_jwt = f"{r['rps'] / jwt:.2f}" if jwt and n == "nhi-guard" else ""
-            lines.append(f"| {title} | {n} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / base:.2f} | {vs_jwt} |")
+            vs_jwt = f"{r['rps'] / jwt:.2f}" if jwt and n.startswith("nhi-guard") else ""
+            above_floor = f"{r['cpu_us'] - floor_cpu:.0f}" if floor_cpu is not None and n.startswith("nhi-guard") else ""
+            lines.append(f"| {title} | {n} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.0f} | {r['cpu_us'] - base_cpu:.0f} "
+                         f"| {above_floor} | {r['rps'] / base:.2f} | {vs_jwt} |")
     if memory:
         lines += ["", f"nhi-guard Envoy RSS: {memory[0]:.0f} MiB after warm-up, {memory[1]:.0f} MiB after 100k distinct tokens "
                       f"(token cache: 4096 entries per worker)."]

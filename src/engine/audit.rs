@@ -65,7 +65,7 @@ pub struct AuditContext<'a> {
 struct Common<'a> {
     stream: &'static str,
     decision_id: &'a str,
-    time: String,
+    time: &'a str,
     request_id: &'a str,
     interaction_id: &'a str,
     route: Option<&'a str>,
@@ -183,10 +183,11 @@ pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) 
         Decision::Allow(a) => (Some(a.route), None, a.token.as_deref()),
         Decision::Deny(Deny { reason, route, token, .. }) => (*route, Some(*reason), token.as_deref()),
     };
+    let time = crate::engine::timestamp::format_rfc3339_ms(ctx.time_ms);
     let common = |stream: Stream| Common {
         stream: stream.name(),
         decision_id: ctx.decision_id,
-        time: crate::engine::timestamp::format_rfc3339_ms(ctx.time_ms),
+        time: &time,
         request_id: ctx.request_id,
         interaction_id: ctx.interaction_id,
         route: route.map(|r| r.id.as_str()),
@@ -198,7 +199,9 @@ pub fn events(policy: &Policy, decision: &Decision<'_>, ctx: &AuditContext<'_>) 
         Decision::Deny(_) => token.map(|t| t.client_id.as_str()),
     };
     let key = policy.audit_key.as_bytes();
-    let hashed = |t: &VerifiedToken| t.is_customer_bound().then(|| subject_hash(key, &t.subject));
+    let hashed = |t: &VerifiedToken| {
+        t.is_customer_bound().then(|| t.subject_hash.get_or_init(|| subject_hash(key, &t.subject)).clone())
+    };
     let mut out = Vec::with_capacity(2);
     let partner = client.and_then(|c| policy.clients.get(c)).and_then(|c| c.partner.as_deref());
     let token_event = TokenEvent {

@@ -31,3 +31,5 @@ pub mod timestamp;
 
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(all(test, target_arch = "wasm32"))]
+mod v8_cost_tests;

@@ -43,7 +43,8 @@ pub trait Host {
     fn set_shared_data(&self, key: &str, value: &[u8]) -> bool;
     /// Defines a metric (idempotent per name); `None` if the host refuses.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
-    fn increment(&self, metric: u32);
+    /// Adds `by` to a counter.
+    fn increment(&self, metric: u32, by: u64);
     fn record(&self, metric: u32, value: u64);
     fn log(&self, level: Level, message: &str);
 }

@@ -3,30 +3,38 @@
 //! Cardinality is bounded by the policy: one counter set per reason, per route id and per partner
 //! id, all defined at configure. Defining a metric returns the same id for the same name in every
 //! VM, so this is idempotent. Counter updates that fail are ignored: a lost count must not deny traffic.
+//!
+//! Decision counters are added up in the worker and handed to Envoy on the worker's tick (every
+//! 100 ms): four host calls fewer per request, at the price of `/stats` lagging by up to a tick.
 
 use super::host::{Host, MetricKind};
 use crate::engine::audit::Outcome;
 use crate::engine::policy::Policy;
 use crate::engine::reason::Reason;
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Counters per outcome: allowed, denied, would_deny (dry-run).
-type OutcomeCounters = [Option<u32>; 3];
+/// Counter slots per outcome: allowed, denied, would_deny (dry-run).
+type OutcomeCounters = [Option<usize>; 3];
 
 pub struct Metrics {
     totals: OutcomeCounters,
-    denied_by_reason: Vec<(Reason, Option<u32>)>,
-    would_deny_by_reason: Vec<(Reason, Option<u32>)>,
+    denied_by_reason: Vec<(Reason, Option<usize>)>,
+    would_deny_by_reason: Vec<(Reason, Option<usize>)>,
     by_route: HashMap<String, OutcomeCounters>,
     by_partner: HashMap<String, OutcomeCounters>,
-    cache_hits: Option<u32>,
+    cache_hits: Option<usize>,
     backend_native: Option<u32>,
+    /// The host's metric id of each counter slot.
+    ids: Vec<u32>,
+    /// Counts not yet handed to the host, per slot.
+    pending: RefCell<Vec<u64>>,
 }
 
-/// Adds one to a counter, if it was defined.
+/// Adds one to a counter, if it was defined (background counters: rare, so at once).
 pub fn bump(host: &impl Host, id: Option<u32>) {
     if let Some(id) = id {
-        host.increment(id);
+        host.increment(id, 1);
     }
 }
 
@@ -47,59 +55,82 @@ fn index(outcome: Outcome) -> usize {
 
 impl Metrics {
     pub fn define(host: &impl Host, policy: &Policy) -> Metrics {
-        let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
+        let ids = RefCell::new(Vec::new());
+        let counter = |name: &str| {
+            let id = host.define_metric(MetricKind::Counter, name)?;
+            let mut ids = ids.borrow_mut();
+            ids.push(id);
+            Some(ids.len().saturating_sub(1))
+        };
         let outcomes = |prefix: &str| ["allowed", "denied", "would_deny"].map(|o| counter(&format!("{prefix}{o}")));
         let reasons =
             |stem: &str| Reason::ALL.iter().map(|r| (*r, counter(&format!("nhi_guard.{stem}.{}", r.code())))).collect();
+        let totals = outcomes("nhi_guard.");
+        let denied_by_reason = reasons("denied");
+        let would_deny_by_reason = reasons("would_deny");
+        let by_route =
+            policy.routes.iter().map(|r| (r.id.clone(), outcomes(&format!("nhi_guard.route.{}.", r.id)))).collect();
+        let by_partner =
+            policy.partners.keys().map(|p| (p.clone(), outcomes(&format!("nhi_guard.partner.{p}.")))).collect();
+        let cache_hits = counter("nhi_guard.token_cache_hits");
+        let ids = ids.into_inner();
         Metrics {
-            totals: outcomes("nhi_guard."),
-            denied_by_reason: reasons("denied"),
-            would_deny_by_reason: reasons("would_deny"),
-            by_route: policy
-                .routes
-                .iter()
-                .map(|r| (r.id.clone(), outcomes(&format!("nhi_guard.route.{}.", r.id))))
-                .collect(),
-            by_partner: policy
-                .partners
-                .keys()
-                .map(|p| (p.clone(), outcomes(&format!("nhi_guard.partner.{p}."))))
-                .collect(),
-            cache_hits: counter("nhi_guard.token_cache_hits"),
+            totals,
+            denied_by_reason,
+            would_deny_by_reason,
+            by_route,
+            by_partner,
+            cache_hits,
             backend_native: host.define_metric(MetricKind::Gauge, "nhi_guard.signature_backend_native"),
+            pending: RefCell::new(vec![0; ids.len()]),
+            ids,
+        }
+    }
+
+    fn bump(&self, slot: Option<usize>) {
+        if let (Some(s), Ok(mut pending)) = (slot, self.pending.try_borrow_mut()) {
+            if let Some(n) = pending.get_mut(s) {
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+
+    /// Hands the counts gathered since the last flush to the host (the worker's tick).
+    pub fn flush(&self, host: &impl Host) {
+        let Ok(mut pending) = self.pending.try_borrow_mut() else { return };
+        for (slot, n) in pending.iter_mut().enumerate() {
+            if *n > 0 {
+                if let Some(id) = self.ids.get(slot) {
+                    host.increment(*id, *n);
+                }
+                *n = 0;
+            }
         }
     }
 
     /// Counts one decision: the total, the reason (for denials), the route and the partner.
-    pub fn decision(
-        &self,
-        host: &impl Host,
-        outcome: Outcome,
-        reason: Option<Reason>,
-        route: Option<&str>,
-        partner: Option<&str>,
-    ) {
+    pub fn decision(&self, outcome: Outcome, reason: Option<Reason>, route: Option<&str>, partner: Option<&str>) {
         let i = index(outcome);
-        bump(host, self.totals.get(i).copied().flatten());
+        self.bump(self.totals.get(i).copied().flatten());
         let by_reason = match outcome {
             Outcome::Allow => None,
             Outcome::Deny => Some(&self.denied_by_reason),
             Outcome::WouldDeny => Some(&self.would_deny_by_reason),
         };
         if let (Some(list), Some(reason)) = (by_reason, reason) {
-            if let Some((_, id)) = list.iter().find(|(r, _)| *r == reason) {
-                bump(host, *id);
+            if let Some((_, slot)) = list.iter().find(|(r, _)| *r == reason) {
+                self.bump(*slot);
             }
         }
         for (map, key) in [(&self.by_route, route), (&self.by_partner, partner)] {
             if let Some(counters) = key.and_then(|k| map.get(k)) {
-                bump(host, counters.get(i).copied().flatten());
+                self.bump(counters.get(i).copied().flatten());
             }
         }
     }
 
-    pub fn cache_hit(&self, host: &impl Host) {
-        bump(host, self.cache_hits);
+    pub fn cache_hit(&self) {
+        self.bump(self.cache_hits);
     }
 
     pub fn set_backend_native(&self, host: &impl Host, native: bool) {

@@ -282,7 +282,7 @@ impl Exchange {
         };
         self.reply(host, &deny, request_id);
         if let Some(m) = &worker.metrics {
-            m.decision(host, Outcome::Deny, Some(reason), None, None);
+            m.decision(Outcome::Deny, Some(reason), None, None);
         }
         Verdict::Stop
     }
@@ -315,9 +315,9 @@ fn record(host: &impl Host, worker: &Worker, policy: &Policy, decision: &Decisio
     };
     let partner = client.and_then(|c| c.partner.as_deref());
     if let Some(m) = &worker.metrics {
-        m.decision(host, ctx.outcome, reason, route.map(|r| r.id.as_str()), partner);
+        m.decision(ctx.outcome, reason, route.map(|r| r.id.as_str()), partner);
         if matches!(decision, Decision::Allow(a) if a.cache_hit) {
-            m.cache_hit(host);
+            m.cache_hit();
         }
     }
     if let Some(reason) = reason {

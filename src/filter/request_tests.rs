@@ -90,8 +90,8 @@ impl Host for FakeHost {
         m.push(name.into());
         u32::try_from(m.len() - 1).ok()
     }
-    fn increment(&self, metric: u32) {
-        *self.counts.borrow_mut().entry(metric).or_default() += 1;
+    fn increment(&self, metric: u32, by: u64) {
+        *self.counts.borrow_mut().entry(metric).or_default() += by;
     }
     fn record(&self, metric: u32, value: u64) {
         self.counts.borrow_mut().insert(metric, value);
@@ -152,7 +152,28 @@ fn run(host: &FakeHost) -> Verdict {
     let mut exchange = Exchange::default();
     let verdict = exchange.on_request_headers(host, &w);
     exchange.on_response_headers(host);
+    // The worker's next tick hands the counts to Envoy.
+    if let Some(m) = &w.metrics {
+        m.flush(host);
+    }
     verdict
+}
+
+#[test]
+fn decision_counters_reach_the_host_on_the_tick_not_per_request() {
+    let auth = bearer(&token(&claims("moneywise-app", "accounts")));
+    let host = FakeHost::with(&[(":method", b"GET"), (":path", BALANCES), ("authorization", auth.as_bytes())]);
+    let w = worker(&host);
+    for _ in 0..3 {
+        assert_eq!(Exchange::default().on_request_headers(&host, &w), Verdict::Continue);
+    }
+    assert_eq!(host.count("nhi_guard.allowed"), 0, "no host call per request");
+    let m = w.metrics.as_ref().unwrap();
+    m.flush(&host);
+    assert_eq!(host.count("nhi_guard.allowed"), 3);
+    assert_eq!(host.count("nhi_guard.route.balances.allowed"), 3);
+    m.flush(&host);
+    assert_eq!(host.count("nhi_guard.allowed"), 3, "a flush hands each count over once");
 }
 
 #[test]

@@ -492,8 +492,13 @@ impl Envoy {
         .unwrap_or(0)
     }
 
-    /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent.
+    /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent. Decision counters
+    /// reach Envoy on each worker's 100 ms tick: wait for two ticks before reading one.
     pub fn counter(&self, name: &str) -> u64 {
+        let background = ["nhi_guard.feed.", "nhi_guard.jwks.", "nhi_guard.signature_backend"];
+        if !background.iter().any(|b| name.starts_with(b)) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
         self.stat(&format!("wasmcustom.{name}"))
     }
 }

@@ -33,6 +33,9 @@ pub struct VerifiedToken {
     pub actor_chain: Vec<String>,
     /// The sender binding `cnf` declares (checked per request: it depends on the connection).
     pub binding: TokenBinding,
+    /// The audit events' keyed hash of `subject`, computed on first use and kept with the cached
+    /// token (one HMAC per token, not per request; the engine has one policy, so one key).
+    pub subject_hash: std::cell::OnceCell<String>,
 }
 
 /// What a token is bound to (RFC 7800 `cnf`). Both may be present; each is then checked.
@@ -220,6 +223,7 @@ impl Authenticator {
             consent,
             actor_chain,
             binding,
+            subject_hash: std::cell::OnceCell::new(),
         };
         check_times(&candidate, issuer.clock_skew, route, now)?;
         let until = candidate.exp;

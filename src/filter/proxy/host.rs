@@ -65,8 +65,8 @@ impl Host for ProxyHost {
         hostcalls::define_metric(kind, name).ok()
     }
 
-    fn increment(&self, metric: u32) {
-        let _ = hostcalls::increment_metric(metric, 1);
+    fn increment(&self, metric: u32, by: u64) {
+        let _ = hostcalls::increment_metric(metric, i64::try_from(by).unwrap_or(i64::MAX));
     }
 
     fn record(&self, metric: u32, value: u64) {

@@ -95,6 +95,9 @@ impl Context for Root {
     /// The plugin is going away (a policy update, a drained listener): hand its leases on at once
     /// rather than leave the sources unpolled until the leases lapse.
     fn on_done(&mut self) -> bool {
+        if let Some(m) = &self.worker.metrics {
+            m.flush(&ProxyHost);
+        }
         if let Some(feed) = &self.feed {
             feed.release(&self.lease);
         }
@@ -128,9 +131,9 @@ impl RootContext for Root {
             self.feed.as_ref().map(|f| f.keys().clone()),
             self.jwks.iter().map(|p| (p.source().0, p.source().1.clone())).collect(),
         );
-        if self.feed.is_some() || !self.jwks.is_empty() {
-            let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS));
-        }
+        // Every root context ticks: pollers compete for their sources, and the worker's decision
+        // counters reach Envoy's stats.
+        let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS));
         let metrics = Metrics::define(&ProxyHost, &policy);
         let native = HostSignatureVerifier::new(EnvoyForeignFunction);
         let verifier: Box<dyn SignatureVerifier> = match policy.signature_backend {
@@ -163,6 +166,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(m) = &self.worker.metrics {
+            m.flush(&ProxyHost);
+        }
         let Some(now_ms) = super::now_ms() else { return };
         if let Some(feed) = &mut self.feed {
             feed.tick(now_ms, &self.lease);
