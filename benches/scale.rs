@@ -40,16 +40,7 @@ static ALLOCATOR: Counting = Counting;
 
 fn decide(engine: &mut Engine, auth: &str, path: &str) -> bool {
     let a = [auth.as_bytes()];
-    let facts = RequestFacts {
-        method: "GET",
-        path,
-        authorization: &a,
-        consent: &[],
-        dpop: &[],
-        peer: None,
-        now: NOW,
-        method_override: false,
-    };
+    let facts = RequestFacts { authorization: &a, ..RequestFacts::new("GET", path, NOW) };
     matches!(engine.decide(&facts), Decision::Allow(_))
 }
 

@@ -430,30 +430,32 @@ def main():
             if name == EXT_AUTHZ:
                 cfg = with_authz_cluster(cfg, up_port)
             fronts[name] = Envoy(label, cfg, 2)
-        print(f"bench: tokens ({COLD_TOKENS} per cold scenario)...", file=sys.stderr)
-        es = mint("as-es256.pem", "as-es256", COLD_TOKENS)
-        pairs = mint("as-es256.pem", "as-es256", COLD_TOKENS, extra=())
-        consents = mint_consents(COLD_TOKENS)
+        # Tokens are minted just before their scenario runs: minted all at once, the last scenarios' tokens
+        # would expire (600 s) while the first ones run.
         floors = ["passthrough", EMPTY, EXT_AUTHZ]
         variants = [n for n in configs if n.startswith("nhi-guard") and n != "nhi-guard"]
+        es_tokens = lambda: mint("as-es256.pem", "as-es256", COLD_TOKENS)
         scenarios = [
-            ("hot: one ES256 token", es[:1], None, floors + ["jwt_authn+RBAC", "jwt_authn+RBAC cached", "nhi-guard"] + variants, True),
-            ("cold: distinct ES256 tokens", es, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
-            ("consent: distinct token + consent artefact pairs", pairs, consents, floors + ["jwt_authn(2 JWTs)+RBAC", "nhi-guard"], True),
+            ("hot: one ES256 token", lambda: (mint("as-es256.pem", "as-es256", 1), None),
+             floors + ["jwt_authn+RBAC", "jwt_authn+RBAC cached", "nhi-guard"] + variants, True),
+            ("cold: distinct ES256 tokens", lambda: (es_tokens(), None), floors + ["jwt_authn+RBAC", "nhi-guard"], True),
+            ("consent: distinct token + consent artefact pairs",
+             lambda: (mint("as-es256.pem", "as-es256", COLD_TOKENS, extra=()), mint_consents(COLD_TOKENS)),
+             floors + ["jwt_authn(2 JWTs)+RBAC", "nhi-guard"], True),
         ]
         if not SMOKE and not ONLY:
-            ed = mint("as-eddsa.pem", "as-eddsa", COLD_TOKENS)
-            ps = mint("as-ps256.pem", "as-ps256", 5000)
             scenarios += [
-                ("forged flood: distinct bad signatures", forged(es), None, floors + ["jwt_authn+RBAC", "nhi-guard"], False),
-                ("garbage flood: malformed tokens", garbage(COLD_TOKENS), None, floors + ["jwt_authn+RBAC", "nhi-guard"], False),
-                ("cold: distinct EdDSA tokens", ed, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
-                ("cold: distinct PS256 tokens", ps, None, floors + ["jwt_authn+RBAC", "nhi-guard"], True),
+                ("forged flood: distinct bad signatures", lambda: (forged(es_tokens()), None), floors + ["jwt_authn+RBAC", "nhi-guard"], False),
+                ("garbage flood: malformed tokens", lambda: (garbage(COLD_TOKENS), None), floors + ["jwt_authn+RBAC", "nhi-guard"], False),
+                ("cold: distinct EdDSA tokens", lambda: (mint("as-eddsa.pem", "as-eddsa", COLD_TOKENS), None), floors + ["jwt_authn+RBAC", "nhi-guard"], True),
+                ("cold: distinct PS256 tokens", lambda: (mint("as-ps256.pem", "as-ps256", 5000), None), floors + ["jwt_authn+RBAC", "nhi-guard"], True),
             ]
         results = []
         if ONLY:
             scenarios = [sc for sc in scenarios if any(sc[0].startswith(p) for p in ONLY)]
-        for title, tokens, consent, names, expect_ok in scenarios:
+        for title, make, names, expect_ok in scenarios:
+            print(f"bench: {title}...", file=sys.stderr)
+            tokens, consent = make()
             names = [n for n in names if n in fronts]
             runs = {n: [] for n in names}
             for _ in range(ROUNDS):

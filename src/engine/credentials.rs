@@ -28,6 +28,23 @@ pub struct RequestFacts<'a> {
     pub method_override: bool,
 }
 
+impl<'a> RequestFacts<'a> {
+    /// A request with no credentials, no certificate and no method override: tools and tests fill
+    /// in what they need with struct-update syntax.
+    pub fn new(method: &'a str, path: &'a str, now: i64) -> RequestFacts<'a> {
+        RequestFacts {
+            method,
+            path,
+            authorization: &[],
+            consent: &[],
+            dpop: &[],
+            peer: None,
+            now,
+            method_override: false,
+        }
+    }
+}
+
 /// Headers some frameworks take as the real method (lowercase, as Envoy hands them over).
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 

@@ -325,6 +325,23 @@ fn nonce_policy(keys: &str) -> Engine {
     })
 }
 
+/// One DPoP request on the VRP route: the next nonce an allowed response carries, or the denial.
+fn vrp_with_proof(
+    e: &mut Engine,
+    token: &str,
+    proof: &str,
+    now: i64,
+) -> Result<Option<String>, (Reason, DenyResponse)> {
+    let auth = [format!("DPoP {token}")];
+    let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
+    let dpop = [proof.as_bytes()];
+    let facts = RequestFacts { authorization: &a, dpop: &dpop, ..RequestFacts::new("POST", VRP, now) };
+    match e.decide(&facts) {
+        Decision::Allow(allow) => Ok(allow.dpop_nonce),
+        Decision::Deny(d) => Err((d.reason, d.response("r"))),
+    }
+}
+
 /// RFC 9449 §9: a route that requires nonces answers `use_dpop_nonce` with exactly one
 /// `DPoP-Nonce`, accepts the nonce it handed out (on any engine with the same key), and hands the
 /// next one on a success once rotation is due.
@@ -333,30 +350,12 @@ fn dpop_nonces_are_required_where_configured_and_rotate() {
     use crate::tools::mint::{bind_to_dpop_key, dpop_proof_with_nonce};
     let mut e = nonce_policy(NONCE_KEY);
     let t = token(&bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key()));
-    let auth = [format!("DPoP {t}")];
-    let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-    let mut run_as = |token: &str, proof: &str, now: i64| {
-        let auth = [format!("DPoP {token}")];
-        let a: Vec<&[u8]> = auth.iter().map(|s| s.as_bytes()).collect();
-        let dpop = [proof.as_bytes()];
-        let facts = RequestFacts {
-            method: "POST",
-            path: VRP,
-            authorization: &a,
-            consent: &[],
-            dpop: &dpop,
-            peer: None,
-            now,
-            method_override: false,
-        };
-        match e.decide(&facts) {
-            Decision::Allow(allow) => Ok(allow.dpop_nonce),
-            Decision::Deny(d) => Err((d.reason, d.response("r"))),
-        }
+    let proof = |token: &str, at: i64, jti: &str, nonce: &str| {
+        dpop_proof_with_nonce(&dpop_key(), VRP_URL, token, at, jti, nonce)
     };
     // No nonce: 401 use_dpop_nonce with exactly one non-empty DPoP-Nonce.
     let no_nonce = crate::tools::mint::dpop_proof(&dpop_key(), "POST", VRP_URL, &t, NOW, "n1");
-    let (reason, response) = run_as(&t, &no_nonce, NOW).unwrap_err();
+    let (reason, response) = vrp_with_proof(&mut e, &t, &no_nonce, NOW).unwrap_err();
     assert_eq!(reason, Reason::DpopNonceMissing);
     assert_eq!(response.status, 401);
     let nonces: Vec<&String> = response.headers.iter().filter(|(k, _)| *k == "dpop-nonce").map(|(_, v)| v).collect();
@@ -370,62 +369,31 @@ fn dpop_nonces_are_required_where_configured_and_rotate() {
         ),
         "{challenge}"
     );
-    // With it: allowed, nothing to renew.
-    assert_eq!(run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n2", &nonce), NOW), Ok(None));
-    // Another Envoy with the same key accepts it (no shared state).
-    let mut other = nonce_policy(NONCE_KEY);
-    let facts_proof = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n3", &nonce);
-    let dpop = [facts_proof.as_bytes()];
-    let facts = RequestFacts {
-        method: "POST",
-        path: VRP,
-        authorization: &a,
-        consent: &[],
-        dpop: &dpop,
-        peer: None,
-        now: NOW,
-        method_override: false,
-    };
-    assert!(matches!(other.decide(&facts), Decision::Allow(_)));
+    // With it: allowed, nothing to renew; another Envoy with the same key accepts it too (no shared state).
+    assert_eq!(vrp_with_proof(&mut e, &t, &proof(&t, NOW, "n2", &nonce), NOW), Ok(None));
+    assert_eq!(vrp_with_proof(&mut nonce_policy(NONCE_KEY), &t, &proof(&t, NOW, "n3", &nonce), NOW), Ok(None));
     // In the next window the nonce still works, and the response carries the next one.
     let later = NOW + 60;
-    let renewed = run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, later, "n4", &nonce), later).unwrap();
-    let next = renewed.expect("rotation due: the next nonce");
+    let next = vrp_with_proof(&mut e, &t, &proof(&t, later, "n4", &nonce), later).unwrap().expect("rotation due");
     assert_ne!(next, nonce);
-    assert_eq!(run_as(&t, &dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, later, "n5", &next), later), Ok(None));
-    // Two windows on it is expired; a nonce of another key is foreign; garbage is refused.
+    assert_eq!(vrp_with_proof(&mut e, &t, &proof(&t, later, "n5", &next), later), Ok(None));
+    // Two windows on it is expired (with a token still valid then); another key's is foreign; garbage is refused.
     let much_later = NOW + 180;
     let mut fresh_claims = bind_to_dpop_key(claims("moneywise-app", "payments"), &dpop_key());
     fresh_claims["iat"] = json!(much_later);
     fresh_claims["exp"] = json!(much_later + 300);
     let t_later = token(&fresh_claims);
-    let expired_later = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t_later, much_later, "n6", &nonce);
-    assert_eq!(run_as(&t_later, &expired_later, much_later).map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
+    let expired = vrp_with_proof(&mut e, &t_later, &proof(&t_later, much_later, "n6", &nonce), much_later);
+    assert_eq!(expired.map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
     let foreign_nonce = crate::engine::dpop_nonce::NonceKeys::parse(OLD_NONCE_KEY, 60).unwrap().mint(NOW);
-    let foreign = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n7", &foreign_nonce);
-    let (reason, response) = run_as(&t, &foreign, NOW).unwrap_err();
+    let (reason, response) = vrp_with_proof(&mut e, &t, &proof(&t, NOW, "n7", &foreign_nonce), NOW).unwrap_err();
     assert_eq!(reason, Reason::DpopNonceInvalid);
     assert_eq!(response.headers.iter().filter(|(k, _)| *k == "dpop-nonce").count(), 1);
-    let garbage = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n8", "\"><script>");
-    assert_eq!(run_as(&t, &garbage, NOW).map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
+    let garbage = vrp_with_proof(&mut e, &t, &proof(&t, NOW, "n8", "\"><script>"), NOW);
+    assert_eq!(garbage.map_err(|e| e.0), Err(Reason::DpopNonceInvalid));
     // Key rotation: with the new key first and the old one kept, old nonces work and get renewed.
     let mut rolled = nonce_policy(&format!("{OLD_NONCE_KEY},{NONCE_KEY}"));
-    let p = dpop_proof_with_nonce(&dpop_key(), VRP_URL, &t, NOW, "n9", &nonce);
-    let dpop = [p.as_bytes()];
-    let facts = RequestFacts {
-        method: "POST",
-        path: VRP,
-        authorization: &a,
-        consent: &[],
-        dpop: &dpop,
-        peer: None,
-        now: NOW,
-        method_override: false,
-    };
-    match rolled.decide(&facts) {
-        Decision::Allow(allow) => assert_eq!(allow.dpop_nonce, Some(foreign_nonce)),
-        Decision::Deny(d) => panic!("old key's nonce refused during rotation: {:?}", d.reason),
-    }
+    assert_eq!(vrp_with_proof(&mut rolled, &t, &proof(&t, NOW, "n9", &nonce), NOW), Ok(Some(foreign_nonce)));
 }
 
 #[test]
