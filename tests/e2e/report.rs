@@ -51,6 +51,11 @@ fn the_report_of_real_traffic_reads_in_a_real_browser() {
         let r = envoy.send("GET", path, &[("authorization", &bearer(&t))]);
         assert!(r.status >= 400);
     }
+    // Decision counters reach Envoy on the workers' 100 ms tick.
+    let counted = envoy.wait_until(std::time::Duration::from_secs(5), || {
+        envoy.stat("wasmcustom.nhi_guard.route.balances.allowed") == 6 && envoy.stat("wasmcustom.nhi_guard.denied") >= 3
+    });
+    assert!(counted.is_some(), "the counters never reached /stats");
     // Whole admin pages, as an operator saves them (curl: they come chunked).
     let admin = |path: &str| {
         let out = Command::new("curl")
