@@ -14,6 +14,8 @@ const VRP: &str = "/domestic-vrps";
 const VRP_URL: &str = "https://api.bank.example/domestic-vrps";
 const NONCE_ENV: &str = "NHI_GUARD_DPOP_NONCE_KEY";
 const KEY_A: &str = "fleet-nonce-key-a-0123456789abcdefghijklmnop";
+/// An hour: the test's few seconds never straddle two windows, so "nothing to renew" holds on any machine.
+const NONCE_WINDOW: i64 = 3600;
 const KEY_B: &str = "fleet-nonce-key-b-0123456789abcdefghijklmnop";
 
 fn outcome(r: &Response) -> String {
@@ -212,7 +214,7 @@ fn the_conformance_suites_resource_server_dpop_cases() {
 fn nonce_policy() -> String {
     let mut doc: Value = serde_json::from_str(&example_policy()).unwrap();
     doc["sender_constraint"]["dpop"]["nonce"] =
-        json!({"key_env": NONCE_ENV, "window_seconds": 60, "required_on_all_routes": true});
+        json!({"key_env": NONCE_ENV, "window_seconds": NONCE_WINDOW, "required_on_all_routes": true});
     doc.to_string()
 }
 
@@ -250,7 +252,7 @@ fn dpop_nonces_work_across_a_fleet_without_shared_state() {
     assert_eq!(outcome(&r), "200 dpop", "{}", r.body);
 
     // A nonce of another key (another API's, or a made-up one) is refused with a fresh nonce.
-    let foreign = nhi_guard::engine::dpop_nonce::NonceKeys::parse(KEY_B, 60).unwrap().mint(now());
+    let foreign = nhi_guard::engine::dpop_nonce::NonceKeys::parse(KEY_B, NONCE_WINDOW).unwrap().mint(now());
     let r = send(&a, &dpop_proof_with_nonce(&key, VRP_URL, &t, now(), "nonce-4", &foreign));
     assert_eq!(outcome(&r), "401 dpop_nonce_invalid");
     assert_eq!(r.header("dpop-nonce"), Some(nonce.as_str()));

@@ -495,11 +495,22 @@ impl Envoy {
     /// A counter from Envoy's stats (`wasmcustom.` prefix added), 0 if absent. Decision counters
     /// reach Envoy on each worker's 100 ms tick: wait for two ticks before reading one.
     pub fn counter(&self, name: &str) -> u64 {
+        let full = format!("wasmcustom.{name}");
         let background = ["nhi_guard.feed.", "nhi_guard.jwks.", "nhi_guard.signature_backend"];
-        if !background.iter().any(|b| name.starts_with(b)) {
-            std::thread::sleep(Duration::from_millis(250));
+        if background.iter().any(|b| name.starts_with(b)) {
+            return self.stat(&full);
         }
-        self.stat(&format!("wasmcustom.{name}"))
+        // Read until the value holds still across three ticks (a slow machine's ticks come late).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = self.stat(&full);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.stat(&full);
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 }
 
