@@ -25,6 +25,11 @@ pub mod filter;
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 pub mod tools;
 
+/// `nhi-guard feed`, the revocation feed service: a native service beside the filter, never in it.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::cast_possible_truncation)]
+pub mod feed;
+
 pub use engine::credentials::RequestFacts;
 pub use engine::decision::{Decision, Engine};
 pub use engine::policy::{load as load_policy, Policy, PolicyError};

@@ -122,6 +122,16 @@ enum Command {
         #[arg(long, default_value = "/.well-known/jwks.json")]
         jwks_path: String,
     },
+    /// Run the revocation feed service: serves the feed the filter polls, receives Shared Signals
+    /// (RFC 8935 push, RFC 8936 poll) and the offboarding and consent API, stores in SQLite or
+    /// PostgreSQL (docs/feed.md). `--check` only loads the config and reports its errors.
+    Feed {
+        /// The service's config file (see envoy/feed.json).
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        check: bool,
+    },
     /// Print the policy's JSON Schema (generated from the loader's model; policies/policy.schema.json).
     Schema,
     /// Print a shell completion script.
@@ -345,6 +355,7 @@ fn main() -> ExitCode {
         Command::Upstream { port, feed_file, feed_path, jwks_file, jwks_path } => {
             upstream(port, [(feed_file, feed_path, "the revocation feed"), (jwks_file, jwks_path, "a JWKS")])
         }
+        Command::Feed { config, check } => feed(&config, check),
         Command::Schema => write_out(&nhi_guard::tools::schema::policy_schema()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -785,6 +796,25 @@ fn policy_env_keys(policy_json: &str) -> Vec<String> {
         .iter()
         .filter_map(|v| v.as_str().map(String::from))
         .collect()
+}
+
+/// `nhi-guard feed`: load the config (errors name file and field), then serve until SIGTERM.
+fn feed(path: &str, check: bool) -> Result<(), String> {
+    let config = nhi_guard::feed::config::load(path, &|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    if check {
+        eprintln!("{path}: ok ({} streams, {} API callers)", config.streams.len(), config.callers.len());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NHI_GUARD_FEED_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(nhi_guard::feed::server::serve(config))
 }
 
 /// The echo upstream, also serving each (file, path, what) document given a file.

@@ -1,0 +1,462 @@
+//! The durable state, in SQLite (one file, the default) or PostgreSQL (several replicas), through
+//! one driver and one set of statements.
+//!
+//! Every write is one transaction that starts by locking the feed's single meta row, so writers
+//! queue (replicas included) and the version is the database's, not a replica's: it only grows,
+//! across restarts and replicas. The version moves only when an entry does, and every entry change
+//! moves it, so one version is one document everywhere. A write is acknowledged only after its
+//! commit: nothing acknowledged is lost.
+
+use crate::feed::change::{AuditStream, Change};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::Duration;
+
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Any database failure: the caller answers 503 and acknowledges nothing.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeResult {
+    Changed,
+    /// Already so (idempotent repeat).
+    Unchanged,
+    /// Refused: an offboarded partner cannot be suspended or reinstated.
+    Conflict,
+}
+
+/// A SET being stored: its (stream, jti) is the replay key.
+pub struct ReceivedSet<'a> {
+    pub stream: &'a str,
+    pub jti: &'a str,
+    pub event: &'a str,
+    /// `mapped` or `unmapped:<why>`.
+    pub outcome: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// One write: changes, who asked and why.
+pub struct Write<'a> {
+    pub changes: &'a [Change],
+    pub who: &'a str,
+    pub why: &'a str,
+    pub received: Option<ReceivedSet<'a>>,
+    pub now: i64,
+}
+
+/// One line of an audit stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub at: String,
+    pub stream: AuditStream,
+    pub who: String,
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+    pub outcome: String,
+    pub version: i64,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub version: i64,
+    pub results: Vec<ChangeResult>,
+    /// The SET was stored before (a replay or a retry): nothing done.
+    pub duplicate: bool,
+    pub audit: Vec<AuditEvent>,
+}
+
+/// The feed's entries at one version.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: i64,
+    pub produced_at: i64,
+    /// (kind, k1, k2, status), sorted.
+    pub entries: Vec<(String, String, String, String)>,
+}
+
+/// Retention the store applies when it writes entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub token_seconds: i64,
+    /// Added to a consent's own expiry.
+    pub consent_skew_seconds: i64,
+    pub set_jti_seconds: i64,
+}
+
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS nhi_feed_meta (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, produced_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS nhi_feed_entries (kind TEXT NOT NULL, k1 TEXT NOT NULL, k2 TEXT NOT NULL, \
+     status TEXT NOT NULL, expires_at BIGINT, PRIMARY KEY (kind, k1, k2))",
+    "CREATE TABLE IF NOT EXISTS nhi_feed_sets (stream TEXT NOT NULL, jti TEXT NOT NULL, received_at BIGINT NOT NULL, \
+     event TEXT NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (stream, jti))",
+    "CREATE TABLE IF NOT EXISTS nhi_feed_audit (at BIGINT NOT NULL, stream TEXT NOT NULL, who TEXT NOT NULL, \
+     action TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, outcome TEXT NOT NULL, version BIGINT NOT NULL, \
+     detail TEXT NOT NULL)",
+];
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder if needed) and creates the tables.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path).to_string();
+            if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+        }
+        let sqlite = backend == Backend::Sqlite;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers never wait for the writer. FULL: a commit is on disk before we
+                        // acknowledge it, also across a power cut. busy_timeout: writers queue.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together: one creates the tables, the others wait.
+            tx.execute("SELECT pg_advisory_xact_lock(7470281)").await?;
+        }
+        for s in SCHEMA {
+            tx.execute(s).await?;
+        }
+        sqlx::query(
+            "INSERT INTO nhi_feed_meta (id, version, produced_at) VALUES (1, 1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(crate::feed::unix_now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The current version (cheap: replicas ask it every `recheck_ms`).
+    pub async fn version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT version FROM nhi_feed_meta WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Every entry at one version: read between two reads of the version, retried if it moved.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        for _ in 0..10 {
+            let meta = sqlx::query("SELECT version, produced_at FROM nhi_feed_meta WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+            let (version, produced_at): (i64, i64) = (meta.try_get(0)?, meta.try_get(1)?);
+            let rows = sqlx::query("SELECT kind, k1, k2, status FROM nhi_feed_entries ORDER BY kind, k1, k2")
+                .fetch_all(&self.pool)
+                .await?;
+            if self.version().await? != version {
+                continue;
+            }
+            let entries = rows
+                .iter()
+                .map(|r: &AnyRow| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            return Ok(Snapshot { version, produced_at, entries });
+        }
+        Err(StoreError("the feed moved on ten times while being read".into()))
+    }
+
+    /// Applies a write in one transaction. Returns after the commit.
+    pub async fn apply(&self, w: Write<'_>, retention: Retention) -> Result<Outcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The lock every writer queues on (the first statement writes, so SQLite takes its write
+        // lock here and waits its busy_timeout rather than failing on a lock upgrade).
+        tx.execute("UPDATE nhi_feed_meta SET version = version WHERE id = 1").await?;
+        if let Some(r) = &w.received {
+            let done = sqlx::query(
+                "INSERT INTO nhi_feed_sets (stream, jti, received_at, event, outcome) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (stream, jti) DO NOTHING",
+            )
+            .bind(r.stream)
+            .bind(r.jti)
+            .bind(w.now)
+            .bind(r.event)
+            .bind(r.outcome)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(Outcome {
+                    version: self.version().await?,
+                    results: Vec::new(),
+                    duplicate: true,
+                    audit: Vec::new(),
+                });
+            }
+        }
+        let mut results = Vec::with_capacity(w.changes.len());
+        for c in w.changes {
+            results.push(apply_one(&mut tx, c, w.now, retention).await?);
+        }
+        if results.contains(&ChangeResult::Changed) {
+            sqlx::query("UPDATE nhi_feed_meta SET version = version + 1, produced_at = $1 WHERE id = 1")
+                .bind(w.now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let version: i64 =
+            sqlx::query("SELECT version FROM nhi_feed_meta WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
+        let at = crate::engine::timestamp::format_rfc3339(w.now);
+        let mut audit: Vec<AuditEvent> = w
+            .changes
+            .iter()
+            .zip(&results)
+            .map(|(c, r)| AuditEvent {
+                at: at.clone(),
+                stream: c.stream(),
+                who: w.who.to_string(),
+                action: c.action().to_string(),
+                target: c.target(),
+                reason: w.why.to_string(),
+                outcome: serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                version,
+                detail: w.received.as_ref().map(|r| r.detail.clone()).unwrap_or(serde_json::Value::Null),
+            })
+            .collect();
+        if let Some(r) = &w.received {
+            audit.push(AuditEvent {
+                at: at.clone(),
+                stream: AuditStream::Signal,
+                who: w.who.to_string(),
+                action: "security_event".into(),
+                target: format!("set:{}#{}", r.stream, r.jti),
+                reason: w.why.to_string(),
+                outcome: r.outcome.to_string(),
+                version,
+                detail: r.detail.clone(),
+            });
+        }
+        for a in &audit {
+            sqlx::query(
+                "INSERT INTO nhi_feed_audit (at, stream, who, action, target, reason, outcome, version, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(w.now)
+            .bind(a.stream.name())
+            .bind(&a.who)
+            .bind(&a.action)
+            .bind(&a.target)
+            .bind(&a.reason)
+            .bind(&a.outcome)
+            .bind(version)
+            .bind(a.detail.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Outcome { version, results, duplicate: false, audit })
+    }
+
+    /// Drops entries that can no longer matter and SET ids past the replay window; moves the
+    /// version when the document changed. Safe on every replica at once.
+    pub async fn prune(&self, now: i64, retention: Retention) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        tx.execute("UPDATE nhi_feed_meta SET version = version WHERE id = 1").await?;
+        let gone = sqlx::query("DELETE FROM nhi_feed_entries WHERE expires_at IS NOT NULL AND expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone > 0 {
+            sqlx::query("UPDATE nhi_feed_meta SET version = version + 1, produced_at = $1 WHERE id = 1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM nhi_feed_sets WHERE received_at < $1")
+            .bind(now.saturating_sub(retention.set_jti_seconds))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// Retired keys of `iss` still listed without an end (kid list).
+    pub async fn open_keys(&self, iss: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT k2 FROM nhi_feed_entries WHERE kind = 'key' AND k1 = $1 AND expires_at IS NULL")
+            .bind(iss)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect())
+    }
+
+    /// A retired key left its issuer's JWKS: it leaves the feed at `until`.
+    pub async fn end_key(&self, iss: &str, kid: &str, until: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nhi_feed_entries SET expires_at = $1 WHERE kind = 'key' AND k1 = $2 AND k2 = $3 AND expires_at IS NULL")
+            .bind(until)
+            .bind(iss)
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a SET was stored (the kill -9 test's and the poller's question).
+    pub async fn has_set(&self, stream: &str, jti: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM nhi_feed_sets WHERE stream = $1 AND jti = $2")
+            .bind(stream)
+            .bind(jti)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn apply_one(
+    conn: &mut sqlx::AnyConnection,
+    c: &Change,
+    now: i64,
+    retention: Retention,
+) -> Result<ChangeResult, StoreError> {
+    use ChangeResult::*;
+    Ok(match c {
+        Change::OffboardPartner { partner } => match partner_status(conn, partner).await?.as_deref() {
+            Some("offboarded") => Unchanged,
+            Some(_) => set_partner(conn, partner, Some("offboarded")).await?,
+            None => insert_entry(conn, "partner", partner, "", "offboarded", None).await?,
+        },
+        Change::SuspendPartner { partner } => match partner_status(conn, partner).await?.as_deref() {
+            Some("offboarded") => Conflict,
+            Some(_) => Unchanged,
+            None => insert_entry(conn, "partner", partner, "", "suspended", None).await?,
+        },
+        Change::ReinstatePartner { partner } => match partner_status(conn, partner).await?.as_deref() {
+            Some("offboarded") => Conflict,
+            Some(_) => set_partner(conn, partner, None).await?,
+            None => Unchanged,
+        },
+        Change::RevokeClient { client } => insert_entry(conn, "client", client, "", "revoked", None).await?,
+        Change::RevokeConsent { consent, expires_at } => {
+            let until = expires_at.map(|e| e.saturating_add(retention.consent_skew_seconds));
+            insert_entry(conn, "consent", consent, "", "revoked", until).await?
+        }
+        Change::RevokeToken { iss, jti } => {
+            insert_entry(conn, "token", iss, jti, "revoked", Some(now.saturating_add(retention.token_seconds))).await?
+        }
+        Change::RetireKey { iss, kid } => insert_entry(conn, "key", iss, kid, "revoked", None).await?,
+    })
+}
+
+async fn partner_status(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT status FROM nhi_feed_entries WHERE kind = 'partner' AND k1 = $1 AND k2 = ''")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get::<String, _>(0)?),
+        None => None,
+    })
+}
+
+/// Sets a listed partner's status, or lists it no more (`None`).
+async fn set_partner(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    status: Option<&str>,
+) -> Result<ChangeResult, StoreError> {
+    match status {
+        Some(s) => {
+            sqlx::query("UPDATE nhi_feed_entries SET status = $1 WHERE kind = 'partner' AND k1 = $2 AND k2 = ''")
+                .bind(s)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM nhi_feed_entries WHERE kind = 'partner' AND k1 = $1 AND k2 = ''")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    Ok(ChangeResult::Changed)
+}
+
+async fn insert_entry(
+    conn: &mut sqlx::AnyConnection,
+    kind: &str,
+    k1: &str,
+    k2: &str,
+    status: &str,
+    expires_at: Option<i64>,
+) -> Result<ChangeResult, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO nhi_feed_entries (kind, k1, k2, status, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (kind, k1, k2) DO NOTHING",
+    )
+    .bind(kind)
+    .bind(k1)
+    .bind(k2)
+    .bind(status)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(if done.rows_affected() > 0 { ChangeResult::Changed } else { ChangeResult::Unchanged })
+}
