@@ -92,7 +92,15 @@ impl App {
     /// Asks the database for its version and rebuilds the document when it moved. `force` skips
     /// the `recheck_ms` rate limit (after a local write).
     pub async fn refresh(&self, force: bool) -> Result<(), String> {
-        let _one = self.feed.refresh.lock().await;
+        // One refresh at a time; a fetch never queues behind one (it serves what is there).
+        let _one = if force {
+            self.feed.refresh.lock().await
+        } else {
+            match self.feed.refresh.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        };
         let now = now_ms();
         let recheck = i64::try_from(self.config.feed.recheck_ms).unwrap_or(100);
         if !force && now.saturating_sub(self.feed.last_check_ms.load(Ordering::Acquire)) < recheck {
@@ -162,8 +170,12 @@ pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// How long a fetch waits for its own database check before serving what it has: the Envoys'
+/// fetch timeout (2 s by default) must never be spent waiting for a database that is away.
+const FETCH_CHECK_BUDGET: Duration = Duration::from_millis(250);
+
 async fn feed_document(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let _ = app.refresh(false).await;
+    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false)).await;
     let age = app.document_age();
     let down = app.metrics.database_up.get() == 0;
     let status = |code: &str| app.metrics.feed_requests.get_or_create(&labels(&[("status", code)])).inc();
@@ -204,7 +216,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let _ = app.refresh(false).await;
+    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false)).await;
     if app.metrics.database_up.get() == 1 && app.current().is_some() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -152,7 +152,8 @@ impl Store {
         let sqlite = backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
+            // A write while the database is away answers 503 within a second, not after a long wait.
+            .acquire_timeout(Duration::from_secs(1))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

@@ -184,6 +184,8 @@ pub struct Launch {
     pub second: Option<(String, PluginSettings)>,
     /// Another module than the shipped build (the test-only trap module).
     pub wasm: Option<PathBuf>,
+    /// The revocation feed from another loopback port (the feed service under test).
+    pub feed_port: Option<u16>,
 }
 
 impl Default for Launch {
@@ -197,6 +199,7 @@ impl Default for Launch {
             cluster_ports: Vec::new(),
             second: None,
             wasm: None,
+            feed_port: None,
         }
     }
 }
@@ -288,7 +291,7 @@ impl Envoy {
             layout.listen_port = port;
             layout.admin_port = admin;
             layout.upstream_port = sources.port;
-            layout.feed_port = sources.port;
+            layout.feed_port = launch.feed_port.unwrap_or(sources.port);
             layout.audit_dir = dir.display().to_string();
             layout.mtls = Some(MtlsListener { port: mtls_port, pki_dir: pki().display().to_string() });
             layout.plugin = launch.plugin.clone();

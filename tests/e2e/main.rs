@@ -6,6 +6,7 @@ mod audit;
 mod consent;
 mod explain;
 mod fapi;
+mod feed;
 mod fleet;
 mod harness;
 mod interop;

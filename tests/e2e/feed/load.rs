@@ -1,0 +1,79 @@
+//! A bounded load test of the push endpoint: N SETs (NHI_GUARD_FEED_LOAD_SETS, default 10 000) over
+//! 16 connections into SQLite; every one acknowledged and listed; throughput and memory printed
+//! (the README keeps the latest figures; this test asserts behaviour, not speed).
+
+use super::*;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed() {
+    let total: usize = std::env::var("NHI_GUARD_FEED_LOAD_SETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let tx = Transmitter::start();
+    let svc = Service::start(&Db::Sqlite, Some(&tx), |_| {});
+    // Signed before the clock starts: the test measures the service, not the minting.
+    let sets: Vec<String> = (0..total)
+        .map(|n| {
+            tx.set(
+                &format!("l-{n}"),
+                &format!("{CAEP}session-revoked"),
+                json!({}),
+                jwt_id(crate::harness::ISS, &format!("lt-{n}")),
+            )
+        })
+        .collect();
+    let rss_before = rss_kib(svc.pid(), "VmRSS:");
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let accepted: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    let client = http();
+                    let mut ok = 0;
+                    loop {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(set) = sets.get(n) else { break };
+                        let (status, body) = push_to(
+                            &client,
+                            svc.port,
+                            "idp",
+                            Some(PUSH_TOKEN),
+                            "application/secevent+jwt",
+                            set.clone().into_bytes(),
+                        );
+                        assert_eq!(status, 202, "{body}");
+                        ok += 1;
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let took = start.elapsed();
+    assert_eq!(accepted, total);
+    let listed = wait_for(Duration::from_secs(10), || svc.feed()["tokens"].as_array().unwrap().len() == total);
+    assert!(listed.is_some(), "not every acknowledged SET is listed");
+    assert_eq!(svc.metric("nhi_guard_feed_sets_accepted_total"), total as f64);
+    let peak = rss_kib(svc.pid(), "VmHWM:");
+    let doc_bytes = svc.metric("nhi_guard_feed_feed_document_bytes");
+    eprintln!(
+        "feed load (sqlite, 16 connections): {total} SETs in {:.1} s = {:.0} SETs/s; RSS {:.1} MiB before, peak {:.1} MiB; document {:.0} KiB",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64(),
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        doc_bytes / 1024.0
+    );
+}
