@@ -13,6 +13,9 @@ export NHI_GUARD_ENVOY="$PWD/target/envoy-venv/bin/envoy"
 # headless Chromium (Debian's chromium package; its command has the same name).
 missing=()
 for tool in curl jq openssl wrk chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# The feed service's tests start their own PostgreSQL servers (initdb and pg_ctl from Debian's
+# packages, on free loopback ports, data under target/e2e): the package's own cluster is not used.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (Debian packages)"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
