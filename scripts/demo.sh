@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 NHI_GUARD_SETUP_WASM_BINDGEN=0 source scripts/setup.sh
 CHECK=0; [ "${1:-}" = "--check" ] && CHECK=1
 
-PORT=10000; ADMIN=9901; UPSTREAM=8081; MTLS=10443
-for p in $PORT $ADMIN $UPSTREAM $MTLS; do
+PORT=10000; ADMIN=9901; UPSTREAM=8081; MTLS=10443; FEED=8089
+for p in $PORT $ADMIN $UPSTREAM $MTLS $FEED; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "demo: port $p on 127.0.0.1 is busy (envoy/envoy.yaml uses 10000, 10443, 9901 and 8081)" >&2; exit 1
+    echo "demo: port $p on 127.0.0.1 is busy (envoy/envoy.yaml uses 10000, 10443, 9901 and 8081; envoy/feed.json 8089)" >&2; exit 1
   fi
 done
 
@@ -28,14 +28,20 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# The upstream also serves the revocation feed the filter's poller fetches every second, and the
-# JWKS of the bank's internal STS (its keys are not in the policy: the poller fetches them).
-FEED=target/demo/revocations.json
-JWKS=target/demo/sts-jwks.json
-echo "{\"version\": 1, \"produced_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" > $FEED
-$CLI jwks policies/demo-keys/sts-es256.pem:sts-es256 > $JWKS
-$CLI upstream --port $UPSTREAM --feed-file $FEED --jwks-file $JWKS 2>target/demo/upstream.log &
+# The revocation feed comes from the feed service (envoy/feed.json: SQLite under target/demo/feed,
+# fresh each run, since an offboarding is final); its API and push secrets are made up per run.
+# The upstream serves the JWKS of the bank's internal STS (its keys are not in the policy: the poller fetches them).
+rm -rf target/demo/feed
+export NHI_GUARD_FEED_PARTNER_MGMT_TOKEN=$(openssl rand -hex 24) NHI_GUARD_FEED_CONSENT_TOKEN=$(openssl rand -hex 24)
+export NHI_GUARD_FEED_KEYS_TOKEN=$(openssl rand -hex 24) NHI_GUARD_FEED_PUSH_TOKEN=$(openssl rand -hex 24)
+$CLI feed --config envoy/feed.json 2>target/demo/feed.log &
 pids+=($!)
+JWKS=target/demo/sts-jwks.json
+$CLI jwks policies/demo-keys/sts-es256.pem:sts-es256 > $JWKS
+$CLI upstream --port $UPSTREAM --jwks-file $JWKS 2>target/demo/upstream.log &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$FEED/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$FEED/readyz" >/dev/null || { echo "demo: the feed service did not start; see target/demo/feed.log" >&2; tail -5 target/demo/feed.log >&2; exit 1; }
 "$NHI_GUARD_ENVOY" -c envoy/envoy.yaml --concurrency 2 --base-id 7101 -l info \
   --log-path target/demo/envoy.log --file-flush-interval-msec 200 &
 pids+=($!)
@@ -111,7 +117,7 @@ scenarios=(
 )
 
 echo
-echo "nhi-guard demo is up: Envoy on $URL and mutual TLS on $TLS_URL (admin http://127.0.0.1:$ADMIN), upstream echo on :$UPSTREAM"
+echo "nhi-guard demo is up: Envoy on $URL and mutual TLS on $TLS_URL (admin http://127.0.0.1:$ADMIN), upstream echo on :$UPSTREAM, feed service on :$FEED"
 echo "Paste any of these (tokens live 5 minutes; rerun the demo for fresh ones):"
 failures=0
 for s in "${scenarios[@]}"; do
@@ -138,14 +144,27 @@ await() {
   return 0  # the caller compares $got (set -e must not stop the demo here)
 }
 echo
-echo "# Live revocation: offboard the partner Moneywise in the feed (no redeploy), then repeat the first line:"
-REVOKE="echo '{\"version\": 2, \"produced_at\": \"'\$(date -u +%Y-%m-%dT%H:%M:%SZ)'\", \"partners\": [{\"id\": \"moneywise\", \"status\": \"offboarded\"}]}' > $FEED"
-echo "$REVOKE"
-echo "# -> within about a second: 403 partner_offboarded. Restore with version 3 and an empty list."
+echo "# Shared Signals: the workforce IdP pushes a RISC account-disabled event for Moneywise Insights' app (RFC 8935):"
+SET=$($CLI set --key policies/demo-keys/idp-es256.pem --kid idp-es256 --iss https://idp.bank.example --aud https://feed.bank.example \
+  --event risc:account-disabled --subject opaque:moneywise-insights)
+PUSH="curl -s -i -X POST -H 'Content-Type: application/secevent+jwt' -H 'Authorization: Bearer $NHI_GUARD_FEED_PUSH_TOKEN' --data '$SET' http://127.0.0.1:$FEED/ssf/push/workforce-idp"
+echo "$PUSH"
+echo "# -> 202 Accepted; then its balances call (allowed before) gets 403 client_revoked"
 if [ $CHECK = 1 ]; then
-  eval "$REVOKE"
+  before=$(curl -s -H "Authorization: Bearer $READONLY" -H "x-consent: $OTHER_PARTNER" $URL/accounts/22289/balances | jq -r '.reason // "allowed"')
+  status=$(eval "$PUSH" | head -1 | awk '{print $2}')
+  await client_revoked -H "Authorization: Bearer $READONLY" -H "x-consent: $OTHER_PARTNER" $URL/accounts/22289/balances
+  if [ "$before" = allowed ] && [ "$status" = 202 ] && [ "$got" = client_revoked ]; then echo "   ok: SET accepted, client revoked in Envoy"; else echo "   FAILED: SET: before $before, push $status, after $got"; failures=$((failures+1)); fi
+fi
+echo
+echo "# Live revocation: the bank's partner management offboards Moneywise through the feed service's API (no redeploy):"
+OFFBOARD="curl -s -X POST -H 'Authorization: Bearer $NHI_GUARD_FEED_PARTNER_MGMT_TOKEN' -d '{\"reason\": \"contract ended\"}' http://127.0.0.1:$FEED/v1/partners/moneywise/offboard"
+echo "$OFFBOARD"
+echo "# -> within about a second the first line gets 403 partner_offboarded (audit: target/demo/feed/audit/offboarding.jsonl)"
+if [ $CHECK = 1 ]; then
+  out=$(eval "$OFFBOARD")
   await partner_offboarded -H "Authorization: Bearer $GOOD" -H "x-consent: $BALANCES" $URL/accounts/22289/balances
-  if [ "$got" = partner_offboarded ]; then echo "   ok: live revocation took effect"; else echo "   FAILED: live revocation: got $got"; failures=$((failures+1)); fi
+  if [ "$got" = partner_offboarded ] && [ "$(jq -r .outcome <<<"$out")" = changed ]; then echo "   ok: offboarded through the API, denied in Envoy"; else echo "   FAILED: live revocation: got $got ($out)"; failures=$((failures+1)); fi
 fi
 echo
 echo "# Key rotation at the STS, no redeploy: a token under a new kid is refused until the JWKS lists it."

@@ -1,6 +1,6 @@
 //! nhi-guard: per-route machine authority, sender binding and customer consent for banking APIs, inline in Envoy.
 //!
-//! Three parts, one direction (README "Design notes"; `tests/module_graph.rs` keeps it so):
+//! Four parts, one direction (README "Design notes"; `tests/module_graph.rs` keeps it so):
 //! - [`engine`]: the core. The policy, the request's facts, every check and the `Decision`. Plain
 //!   Rust, no host calls: it runs natively, under wasm-bindgen-test and in the filter alike.
 //! - `filter`: the shell around the engine inside Envoy: gathers facts, applies decisions, counts,
@@ -8,8 +8,10 @@
 //!   `wasm32-wasip1` only); its request logic runs against a fake host in unit tests.
 //! - [`tools`]: what people and tests use outside Envoy (CLI subcommands' logic, token minting,
 //!   Envoy config rendering, the echo upstream, governance). Never in the filter's module.
+//! - [`feed`]: `nhi-guard feed`, the service producing the revocation feed from Shared Signals and
+//!   the bank's offboarding API (async, SQLite/PostgreSQL). Native only, never in the filter's module.
 //!
-//! The engine depends on neither of the others; the filter and the tools never on each other.
+//! The engine depends on none of the others; the filter, the tools and the feed never on each other.
 //!
 //! Attacker-controlled numbers (token claims, host buffers, fetched documents) meet arithmetic,
 //! indexing and casts in the engine and the filter: each must be checked, saturating or explained,

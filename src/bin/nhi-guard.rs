@@ -92,6 +92,31 @@ enum Command {
         #[arg(long)]
         nonce: Option<String>,
     },
+    /// Mint a Security Event Token (RFC 8417, as an SSF transmitter sends it): for the demo, and to
+    /// try a stream of the feed service before the identity provider is wired up.
+    Set {
+        /// The transmitter's private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        iss: String,
+        #[arg(long)]
+        aud: String,
+        /// `risc:account-disabled`, `caep:session-revoked`, `caep:credential-change`, ... or a full URI.
+        #[arg(long)]
+        event: String,
+        /// `opaque:CLIENT`, `tenant:PARTNER`, `jwt_id:ISS#JTI`, `iss_sub:ISS#SUB` or `email:ADDRESS`.
+        #[arg(long)]
+        subject: String,
+        /// The event's own members as JSON (e.g. '{"change_type": "revoke"}').
+        #[arg(long, default_value = "{}")]
+        members: String,
+        /// Default: unique per call.
+        #[arg(long)]
+        jti: Option<String>,
+    },
     /// Print a certificate's x5t#S256 (for clients[].certificate_thumbprints).
     Thumbprint { cert: String },
     /// Mint a consent artefact, as the bank's consent service would (demo and tests only).
@@ -290,6 +315,15 @@ struct EnvoyConfigArgs {
     /// do; replace that file atomically to update the policy.
     #[arg(long)]
     ecds_dir: Option<String>,
+    /// Point one fetch cluster at another loopback port than --feed: CLUSTER=PORT (repeatable;
+    /// the demo's feed service).
+    #[arg(long = "cluster-port", value_parser = parse_cluster_port)]
+    cluster_ports: Vec<(String, u16)>,
+}
+
+fn parse_cluster_port(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s.split_once('=').ok_or("write CLUSTER=PORT")?;
+    Ok((name.to_string(), port.parse().map_err(|_| format!("{port:?} is not a port"))?))
 }
 
 #[derive(clap::Args)]
@@ -348,6 +382,9 @@ fn main() -> ExitCode {
             dpop(&key, alg, &method, &url, &token, count, nonce.as_deref())
         }
         Command::Thumbprint { cert } => thumbprint(&cert),
+        Command::Set { key, kid, iss, aud, event, subject, members, jti } => {
+            security_event(&key, &kid, &iss, &aud, &event, &subject, &members, jti)
+        }
         Command::Consent(args) => consent(&args),
         Command::Jwks { keys } => jwks(&keys),
         Command::Keygen { alg } => keygen(alg),
@@ -581,6 +618,31 @@ fn dpop(
     write_out(&out)
 }
 
+#[allow(clippy::too_many_arguments)]
+fn security_event(
+    key: &str,
+    kid: &str,
+    iss: &str,
+    aud: &str,
+    event: &str,
+    subject: &str,
+    members: &str,
+    jti: Option<String>,
+) -> Result<(), String> {
+    use nhi_guard::tools::mint::{security_event_claims, security_event_header, subject_from_short};
+    let key = SigningKey::from_pkcs8_pem(&read(key)?, RsaAlg::alg(None))?;
+    let members: Value = serde_json::from_str(members).map_err(|e| format!("--members: {e}"))?;
+    if !members.is_object() {
+        return Err("--members must be a JSON object".into());
+    }
+    let now = unix_now()?;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.subsec_nanos();
+    let jti = jti.unwrap_or_else(|| format!("set-{now}-{}-{nanos}", std::process::id()));
+    let claims = security_event_claims(iss, aud, &jti, now, event, subject_from_short(subject)?, members);
+    write_out(&format!("{}\n", sign_jws(&security_event_header(&key, kid), &claims, &key)))
+}
+
 /// Reads a stats or audit file, bounded.
 fn read_bounded(path: &str) -> Result<String, String> {
     use std::io::Read;
@@ -770,6 +832,7 @@ fn envoy_config(a: &EnvoyConfigArgs) -> Result<(), String> {
     layout.admin_port = a.admin;
     layout.upstream_port = a.upstream;
     layout.feed_port = a.feed;
+    layout.cluster_ports = a.cluster_ports.clone();
     layout.audit_dir = a.audit_dir.clone();
     if let Some(vm_id) = &a.vm_id {
         layout.plugin.vm_id = vm_id.clone();

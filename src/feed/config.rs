@@ -720,6 +720,18 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_config_loads() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/feed.json")).unwrap();
+        let secret = |name: &str| Some(format!("{name}-0123456789abcdef0123456789abcdef"));
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/");
+        // Its paths are relative to the repository (where the demo runs it).
+        let text = text.replace("\"policies/", &format!("\"{dir}policies/"));
+        let c = parse("envoy/feed.json", &text, &secret).unwrap();
+        assert_eq!((c.streams.len(), c.callers.len()), (1, 3));
+        assert!(!c.streams[0].keys.is_empty());
+    }
+
+    #[test]
     fn token_retention_comes_from_the_policy() {
         let mut doc = base();
         doc["retention"] =

@@ -250,6 +250,55 @@ impl rsa::rand_core::RngCore for DeterministicRng {
 impl rsa::rand_core::CryptoRng for DeterministicRng {}
 
 /// The example policy's parties (`policies/open-banking.json`), shared by the demo, tests and benchmarks.
+/// The Security Event Token (RFC 8417, SSF 1.0) header: `typ: secevent+jwt`.
+pub fn security_event_header(key: &SigningKey, kid: &str) -> Value {
+    json!({"alg": key.alg().name(), "kid": kid, "typ": "secevent+jwt"})
+}
+
+/// SET claims: one event of `event_type` (`risc:account-disabled`, `caep:session-revoked`, or a
+/// full URI) about `subject`, with `members` as the event's own members.
+pub fn security_event_claims(
+    iss: &str,
+    aud: &str,
+    jti: &str,
+    iat: i64,
+    event_type: &str,
+    subject: Value,
+    members: Value,
+) -> Value {
+    let uri = match event_type.split_once(':') {
+        Some(("risc", name)) => format!("https://schemas.openid.net/secevent/risc/event-type/{name}"),
+        Some(("caep", name)) => format!("https://schemas.openid.net/secevent/caep/event-type/{name}"),
+        Some(("ssf", name)) => format!("https://schemas.openid.net/secevent/ssf/event-type/{name}"),
+        _ => event_type.to_string(),
+    };
+    json!({"iss": iss, "aud": aud, "jti": jti, "iat": iat, "sub_id": subject, "events": {uri: members}})
+}
+
+/// A subject identifier from its short form: `opaque:ID` (a client), `tenant:ID` (a partner),
+/// `jwt_id:ISS#JTI` (a token), `iss_sub:ISS#SUB`, `email:ADDRESS`.
+pub fn subject_from_short(short: &str) -> Result<Value, String> {
+    let (format, rest) =
+        short.split_once(':').ok_or_else(|| format!("{short:?}: write FORMAT:VALUE, e.g. opaque:moneywise-app"))?;
+    let pair = |what: &str| rest.rsplit_once('#').ok_or_else(|| format!("{short:?}: write {format}:ISS#{what}"));
+    Ok(match format {
+        "opaque" => json!({"format": "opaque", "id": rest}),
+        "tenant" => json!({"format": "complex", "tenant": {"format": "opaque", "id": rest}}),
+        "email" => json!({"format": "email", "email": rest}),
+        "jwt_id" => {
+            let (iss, jti) = pair("JTI")?;
+            json!({"format": "jwt_id", "iss": iss, "jti": jti})
+        }
+        "iss_sub" => {
+            let (iss, sub) = pair("SUB")?;
+            json!({"format": "iss_sub", "iss": iss, "sub": sub})
+        }
+        other => {
+            return Err(format!("{other:?} is not a subject format here; use opaque, tenant, jwt_id, iss_sub or email"))
+        }
+    })
+}
+
 pub mod example {
     use super::{access_token_claims, consent_claims, with_token_consent};
     use serde_json::Value;

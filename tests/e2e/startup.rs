@@ -24,6 +24,8 @@ fn the_shipped_envoy_config_loads_and_matches_the_example_policy() {
         "target/wasm32-wasip1/release/nhi_guard.wasm",
     );
     layout.mtls = Some(nhi_guard::tools::envoy_config::MtlsListener { port: 10443, pki_dir: "target/demo/pki".into() });
+    // The demo's feed comes from `nhi-guard feed` (envoy/feed.json listens on 8089).
+    layout.cluster_ports = vec![("nhi_guard_feed".into(), 8089)];
     let rendered = nhi_guard::tools::envoy_config::render(&layout);
     assert_eq!(shipped, rendered, "envoy/envoy.yaml is stale: regenerate it with scripts/render-envoy-config.sh");
     // The shipped config writes its audit logs under target/demo and reads its TLS certificates
