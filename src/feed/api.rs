@@ -1,5 +1,5 @@
 //! The offboarding and consent API for the bank's own systems. Every call names its caller (a
-//! bearer secret per caller, each granted its actions), carries a reason, is idempotent (a repeat
+//! bearer secret, a client certificate, or both, per caller; each granted its actions), carries a reason, is idempotent (a repeat
 //! answers `unchanged` and keeps the version) and becomes an audit event in its stream. A change
 //! is in the served document from the next fetch on.
 //!
@@ -9,12 +9,14 @@
 
 use crate::feed::change::Change;
 use crate::feed::config::Caller;
+use crate::feed::config::Presented;
 use crate::feed::metrics::labels;
-use crate::feed::push::{bearer, same_secret};
+use crate::feed::push::bearer;
 use crate::feed::server::{json, App};
 use crate::feed::store::{ChangeResult, Write};
+use crate::feed::tls::PeerIdentity;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -50,16 +52,27 @@ fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
 }
 
-fn caller<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a Caller> {
-    let presented = bearer(headers)?;
-    // Compare against every caller, so the time taken does not say which one matched.
+fn caller<'a>(app: &'a App, p: &Presented<'_>) -> Option<&'a Caller> {
+    // Check every caller, so the time taken does not say which one matched.
     let mut found = None;
     for c in &app.config.callers {
-        if same_secret(presented, &c.token) {
+        if c.authenticates(p) && found.is_none() {
             found = Some(c);
         }
     }
     found
+}
+
+/// Who is calling: the request's bearer token and verified client certificate.
+pub struct Credentials {
+    bearer: Option<String>,
+    peer: Option<PeerIdentity>,
+}
+
+impl Credentials {
+    fn of(headers: &HeaderMap, peer: Option<Extension<PeerIdentity>>) -> Credentials {
+        Credentials { bearer: bearer(headers).map(str::to_string), peer: peer.map(|p| p.0) }
+    }
 }
 
 async fn body_of<T: serde::de::DeserializeOwned>(app: &App, body: Body) -> Result<T, Response> {
@@ -70,11 +83,12 @@ async fn body_of<T: serde::de::DeserializeOwned>(app: &App, body: Body) -> Resul
         .map_err(|e| json(StatusCode::BAD_REQUEST, j!({"error": "invalid_body", "detail": e.to_string()})))
 }
 
-async fn act(app: &App, headers: &HeaderMap, change: Result<Change, String>, reason: &str) -> Response {
+async fn act(app: &App, creds: &Credentials, change: Result<Change, String>, reason: &str) -> Response {
     let count = |action: &str, outcome: &str| {
         app.metrics.api_changes.get_or_create(&labels(&[("action", action), ("outcome", outcome)])).inc()
     };
-    let Some(who) = caller(app, headers) else {
+    let presented = Presented { bearer: creds.bearer.as_deref(), peer: creds.peer.as_ref() };
+    let Some(who) = caller(app, &presented) else {
         count("unknown", "denied");
         let mut r = json(StatusCode::UNAUTHORIZED, j!({"error": "unauthenticated"}));
         r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
@@ -137,9 +151,11 @@ async fn act(app: &App, headers: &HeaderMap, change: Result<Change, String>, rea
 pub async fn entity_action(
     State(app): State<Arc<App>>,
     Path((kind, id, verb)): Path<(String, String, String)>,
+    peer: Option<Extension<PeerIdentity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let creds = Credentials::of(&headers, peer);
     let b: EntityBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -166,10 +182,16 @@ pub async fn entity_action(
             j!({"error": "invalid_request", "detail": "expires_at is for consents only"}),
         );
     }
-    act(&app, &headers, change, &b.reason).await
+    act(&app, &creds, change, &b.reason).await
 }
 
-pub async fn revoke_token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerIdentity>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let creds = Credentials::of(&headers, peer);
     let b: TokenBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -179,10 +201,16 @@ pub async fn revoke_token(State(app): State<Arc<App>>, headers: HeaderMap, body:
     } else {
         Err("iss and jti must be 1 to 256 visible characters".into())
     };
-    act(&app, &headers, change, &b.reason).await
+    act(&app, &creds, change, &b.reason).await
 }
 
-pub async fn retire_key(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn retire_key(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerIdentity>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let creds = Credentials::of(&headers, peer);
     let b: KeyBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -192,5 +220,5 @@ pub async fn retire_key(State(app): State<Arc<App>>, headers: HeaderMap, body: B
     } else {
         Err("iss and kid must be 1 to 256 visible characters".into())
     };
-    act(&app, &headers, change, &b.reason).await
+    act(&app, &creds, change, &b.reason).await
 }

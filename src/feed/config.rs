@@ -23,6 +23,33 @@ pub struct ConfigDoc {
     pub audit: AuditDoc,
     #[serde(default)]
     pub limits: LimitsDoc,
+    /// Listen with TLS (and client certificates): without it, plain HTTP behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub tls: Option<TlsDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDoc {
+    /// PEM certificate chain of this service.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: String,
+    /// PEM CA certificates that client certificates must chain to; enables `client_certificate`.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+/// Which verified client certificate a stream or caller accepts: exactly one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertMatchDoc {
+    /// A URI SAN the certificate must carry (a SPIFFE ID, e.g. spiffe://bank.example/partner-mgmt).
+    #[serde(default)]
+    pub uri_san: Option<String>,
+    /// The certificate's SHA-256, base64url (RFC 8705 x5t#S256; `nhi-guard thumbprint CERT` prints it).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +130,11 @@ pub struct CallerDoc {
     /// Who, in every audit event this caller causes.
     pub name: String,
     /// Environment variable holding this caller's bearer secret (32+ characters).
-    pub token_env: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Or (and) the client certificate it calls with (needs `tls.client_ca_file`).
+    #[serde(default)]
+    pub client_certificate: Option<CertMatchDoc>,
     /// The actions it may take (`offboard_partner`, `suspend_partner`, `reinstate_partner`,
     /// `revoke_client`, `revoke_consent`, `revoke_token`, `retire_key`).
     pub actions: Vec<String>,
@@ -130,7 +161,13 @@ pub struct StreamDoc {
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeliveryDoc {
     /// RFC 8935: the transmitter POSTs to `/ssf/push/{id}` with this bearer credential.
-    Push { bearer_token_env: String },
+    Push {
+        #[serde(default)]
+        bearer_token_env: Option<String>,
+        /// Or (and) the transmitter's client certificate (needs `tls.client_ca_file`).
+        #[serde(default)]
+        client_certificate: Option<CertMatchDoc>,
+    },
     /// RFC 8936: we POST to the transmitter's endpoint.
     Poll {
         endpoint: String,
@@ -233,12 +270,62 @@ pub struct FeedConfig {
     pub streams: Vec<Stream>,
     pub audit_dir: String,
     pub limits: LimitsDoc,
+    pub tls: Option<TlsMaterial>,
+}
+
+/// A verified client certificate a stream or caller accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertMatch {
+    UriSan(String),
+    Sha256(String),
+}
+
+/// The listener's certificate, key and client CA, read at load.
+pub struct TlsMaterial {
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+    pub client_roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("certs", &self.certs.len())
+            .field("client_ca", &self.client_roots.is_some())
+            .finish()
+    }
+}
+
+/// A request's credentials: its bearer token and its verified client certificate.
+pub struct Presented<'a> {
+    pub bearer: Option<&'a str>,
+    pub peer: Option<&'a crate::feed::tls::PeerIdentity>,
+}
+
+/// What a stream or caller requires: every configured credential must be presented (at least one is).
+fn credentials_ok(token: &Option<String>, certificate: &Option<CertMatch>, p: &Presented<'_>) -> bool {
+    let token_ok = match token {
+        Some(t) => p.bearer.is_some_and(|b| crate::feed::push::same_secret(b, t)),
+        None => true,
+    };
+    let cert_ok = match certificate {
+        Some(c) => p.peer.is_some_and(|peer| peer.matches(c)),
+        None => true,
+    };
+    (token.is_some() || certificate.is_some()) && token_ok && cert_ok
 }
 
 pub struct Caller {
     pub name: String,
-    pub token: String,
+    pub token: Option<String>,
+    pub certificate: Option<CertMatch>,
     pub actions: BTreeSet<String>,
+}
+
+impl Caller {
+    pub fn authenticates(&self, p: &Presented<'_>) -> bool {
+        credentials_ok(&self.token, &self.certificate, p)
+    }
 }
 
 impl std::fmt::Debug for Caller {
@@ -260,8 +347,18 @@ pub struct Stream {
 }
 
 pub enum Delivery {
-    Push { bearer_token: String },
+    Push { bearer_token: Option<String>, certificate: Option<CertMatch> },
     Poll { endpoint: String, bearer_token: Option<String>, interval_ms: u64, max_events: u32, timeout_ms: u64 },
+}
+
+impl Delivery {
+    /// Whether a push presents this stream's credentials.
+    pub fn push_authenticates(&self, p: &Presented<'_>) -> bool {
+        match self {
+            Delivery::Push { bearer_token, certificate } => credentials_ok(bearer_token, certificate, p),
+            Delivery::Poll { .. } => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Delivery {
@@ -397,8 +494,10 @@ impl Checker<'_> {
                 self.err(format!("retention.issuer_jwks[{i}].check_interval_seconds"), "must be 10 to 86400");
             }
         }
-        let callers = self.callers(&d.api);
-        let streams = self.streams(&d.streams);
+        let tls = d.tls.as_ref().and_then(|t| self.tls(t));
+        let client_ca = tls.as_ref().is_some_and(|t| t.client_roots.is_some());
+        let callers = self.callers(&d.api, client_ca);
+        let streams = self.streams(&d.streams, client_ca);
         if d.audit.dir.is_empty() {
             self.err("audit.dir", "is empty; name the folder for the audit files");
         }
@@ -421,7 +520,69 @@ impl Checker<'_> {
             streams,
             audit_dir: d.audit.dir,
             limits: d.limits,
+            tls,
         }
+    }
+
+    fn cert_match(&mut self, field: &str, doc: Option<&CertMatchDoc>, client_ca: bool) -> Option<CertMatch> {
+        let doc = doc?;
+        if !client_ca {
+            self.err(field, "needs tls.client_ca_file (the CA client certificates are verified against)");
+        }
+        match (&doc.uri_san, &doc.sha256) {
+            (Some(u), None) if u.contains(':') && !u.contains(char::is_whitespace) => {
+                Some(CertMatch::UriSan(u.clone()))
+            }
+            (None, Some(t))
+                if t.len() == 43 && crate::engine::base64url::decode(t.as_bytes()).is_some_and(|b| b.len() == 32) =>
+            {
+                Some(CertMatch::Sha256(t.clone()))
+            }
+            (None, Some(_)) => {
+                self.err(
+                    format!("{field}.sha256"),
+                    "is not a base64url SHA-256 (43 characters; nhi-guard thumbprint CERT prints it)",
+                );
+                None
+            }
+            (Some(_), None) => {
+                self.err(format!("{field}.uri_san"), "is not a URI (e.g. spiffe://bank.example/partner-mgmt)");
+                None
+            }
+            _ => {
+                self.err(field, "needs exactly one of uri_san and sha256");
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, t: &TlsDoc) -> Option<TlsMaterial> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |file: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs = CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("cannot read {file}: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{file}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("{file} holds no PEM certificate"));
+            }
+            Ok(certs)
+        };
+        let chain = certs(&t.cert_file).map_err(|e| self.err("tls.cert_file", e)).ok();
+        let key = PrivateKeyDer::from_pem_file(&t.key_file)
+            .map_err(|e| self.err("tls.key_file", format!("cannot read a PEM private key from {}: {e}", t.key_file)))
+            .ok();
+        let client_roots = match &t.client_ca_file {
+            Some(f) => Some(certs(f).map_err(|e| self.err("tls.client_ca_file", e)).ok()?),
+            None => None,
+        };
+        let material = TlsMaterial { certs: chain?, key: key?, client_roots };
+        if let Err(e) = crate::feed::tls::server_config(&material) {
+            self.err("tls", e);
+            return None;
+        }
+        Some(material)
     }
 
     fn token_retention(&mut self, r: &RetentionDoc) -> i64 {
@@ -448,7 +609,7 @@ impl Checker<'_> {
         }
     }
 
-    fn callers(&mut self, api: &ApiDoc) -> Vec<Caller> {
+    fn callers(&mut self, api: &ApiDoc, client_ca: bool) -> Vec<Caller> {
         if api.callers.is_empty() {
             self.err("api.callers", "is empty; the API has no unauthenticated mode: add a caller with a token_env");
         }
@@ -462,7 +623,12 @@ impl Checker<'_> {
                     "is empty or used twice; every caller needs its own name (it is the audit's who)",
                 );
             }
-            let token = self.secret(&format!("{at}.token_env"), &c.token_env, 32);
+            let token = c.token_env.as_ref().map(|v| self.secret(&format!("{at}.token_env"), v, 32));
+            let certificate =
+                self.cert_match(&format!("{at}.client_certificate"), c.client_certificate.as_ref(), client_ca);
+            if token.is_none() && certificate.is_none() {
+                self.err(&at, "needs token_env or client_certificate (the API has no unauthenticated mode)");
+            }
             let mut actions = BTreeSet::new();
             for (j, a) in c.actions.iter().enumerate() {
                 if ACTIONS.contains(&a.as_str()) {
@@ -477,10 +643,10 @@ impl Checker<'_> {
             if actions.is_empty() {
                 self.err(format!("{at}.actions"), "is empty; grant the actions this caller takes");
             }
-            out.push(Caller { name: c.name.clone(), token, actions });
+            out.push(Caller { name: c.name.clone(), token, certificate, actions });
         }
-        let tokens: BTreeSet<&str> = out.iter().map(|c| c.token.as_str()).filter(|t| !t.is_empty()).collect();
-        if tokens.len() < out.iter().filter(|c| !c.token.is_empty()).count() {
+        let tokens: BTreeSet<&str> = out.iter().filter_map(|c| c.token.as_deref()).filter(|t| !t.is_empty()).collect();
+        if tokens.len() < out.iter().filter(|c| c.token.as_deref().is_some_and(|t| !t.is_empty())).count() {
             self.err(
                 "api.callers",
                 "two callers share a secret; give each its own (the audit could not tell them apart)",
@@ -489,7 +655,7 @@ impl Checker<'_> {
         out
     }
 
-    fn streams(&mut self, docs: &[StreamDoc]) -> Vec<Stream> {
+    fn streams(&mut self, docs: &[StreamDoc], client_ca: bool) -> Vec<Stream> {
         let mut ids = BTreeSet::new();
         let mut out = Vec::new();
         for (i, s) in docs.iter().enumerate() {
@@ -550,9 +716,23 @@ impl Checker<'_> {
                 }
             };
             let delivery = match &s.delivery {
-                DeliveryDoc::Push { bearer_token_env } => Delivery::Push {
-                    bearer_token: self.secret(&format!("{at}.delivery.bearer_token_env"), bearer_token_env, 32),
-                },
+                DeliveryDoc::Push { bearer_token_env, client_certificate } => {
+                    let bearer_token = bearer_token_env
+                        .as_ref()
+                        .map(|v| self.secret(&format!("{at}.delivery.bearer_token_env"), v, 32));
+                    let certificate = self.cert_match(
+                        &format!("{at}.delivery.client_certificate"),
+                        client_certificate.as_ref(),
+                        client_ca,
+                    );
+                    if bearer_token.is_none() && certificate.is_none() {
+                        self.err(
+                            format!("{at}.delivery"),
+                            "needs bearer_token_env or client_certificate (a push endpoint is never open)",
+                        );
+                    }
+                    Delivery::Push { bearer_token, certificate }
+                }
                 DeliveryDoc::Poll { endpoint, bearer_token_env, interval_ms, max_events, timeout_ms } => {
                     self.url(&format!("{at}.delivery.endpoint"), endpoint);
                     if !(100..=3_600_000).contains(interval_ms) {
@@ -636,7 +816,7 @@ mod tests {
     #[test]
     fn a_good_config_loads() {
         let c = parse("feed.json", &base().to_string(), &env).unwrap();
-        assert_eq!(c.callers[0].token.len(), 40);
+        assert_eq!(c.callers[0].token.as_deref().map(str::len), Some(40));
         assert!(matches!(c.streams[0].delivery, Delivery::Push { .. }));
         assert_eq!(c.token_retention_seconds, 660);
     }
@@ -682,6 +862,36 @@ mod tests {
             ("/streams/0/jwks", serde_json::json!({"keys": []}), "streams[0].jwks: needs exactly one of jwks"),
             ("/retention", serde_json::json!({}), "retention: needs exactly one of token_seconds and policy"),
             ("/feed", serde_json::json!({"path": "/v1/x"}), "feed.path: must start with /"),
+            (
+                "/api/callers/0",
+                serde_json::json!({"name": "x", "actions": ["revoke_client"]}),
+                "api.callers[0]: needs token_env or client_certificate",
+            ),
+            (
+                "/api/callers/0",
+                serde_json::json!({"name": "x", "actions": ["revoke_client"], "client_certificate": {"uri_san": "spiffe://b/x"}}),
+                "api.callers[0].client_certificate: needs tls.client_ca_file",
+            ),
+            (
+                "/api/callers/0",
+                serde_json::json!({"name": "x", "actions": ["revoke_client"], "client_certificate": {"sha256": "abc"}}),
+                "api.callers[0].client_certificate.sha256: is not a base64url SHA-256",
+            ),
+            (
+                "/api/callers/0",
+                serde_json::json!({"name": "x", "actions": ["revoke_client"], "client_certificate": {}}),
+                "api.callers[0].client_certificate: needs exactly one of uri_san and sha256",
+            ),
+            (
+                "/streams/0/delivery",
+                serde_json::json!({"method": "push"}),
+                "streams[0].delivery: needs bearer_token_env or client_certificate",
+            ),
+            (
+                "/tls",
+                serde_json::json!({"cert_file": "/nonexistent/cert.pem", "key_file": "/nonexistent/key.pem"}),
+                "tls.cert_file: cannot read /nonexistent/cert.pem",
+            ),
         ];
         for (pointer, value, want) in cases {
             let mut doc = base();

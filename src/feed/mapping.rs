@@ -1,6 +1,5 @@
-//! What a security event means for the feed. The table in the README ("Shared Signals: what each
-//! event makes the filter deny") is this function; `tests::the_readme_table_is_this_mapping`
-//! keeps them equal.
+//! What a security event means for the feed. The tables in the README and docs/feed.md are this
+//! function; `tests::the_readme_table_is_this_mapping` keeps them equal.
 //!
 //! The rule: an event about a credential revokes that credential; an event that says an account is
 //! disabled or compromised revokes the client (or suspends the partner); purging offboards. Nothing
@@ -208,10 +207,12 @@ mod tests {
 
     #[test]
     fn the_readme_table_is_this_mapping() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/feed.md")).unwrap();
-        for (event, subject, outcome) in TABLE {
-            let row = format!("| `{event}` | {subject} | {outcome} |");
-            assert!(readme.contains(&row), "docs/feed.md lacks the row {row}");
+        for doc in ["README.md", "docs/feed.md"] {
+            let text = std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            for (event, subject, outcome) in TABLE {
+                let row = format!("| `{event}` | {subject} | {outcome} |");
+                assert!(text.contains(&row), "{doc} lacks the row {row}");
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod server;
 pub mod set;
 pub mod store;
 pub mod subject;
+pub mod tls;
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {

@@ -1,14 +1,15 @@
 //! RFC 8935 push delivery: `POST /ssf/push/{stream}` with `Content-Type: application/secevent+jwt`
-//! and the stream's bearer credential. 202 only after the SET is committed; 400 with an RFC 8935
-//! error body (`{"err": ..., "description": ...}`) when it is refused; 503 when the database did not
-//! take it (the transmitter retries; a retry of a stored SET is acknowledged, not applied twice).
+//! and the stream's credentials (its bearer secret, its client certificate, or both). 202 only
+//! after the SET is committed; 400 with an RFC 8935 error body (`{"err": ..., "description": ...}`)
+//! when it is refused; 503 when the database did not take it (the transmitter retries; a retry of a stored SET is acknowledged, not applied twice).
 
-use crate::feed::config::Delivery;
+use crate::feed::config::{Delivery, Presented};
 use crate::feed::metrics::labels;
 use crate::feed::receive::{receive, Received};
 use crate::feed::server::{json, App};
+use crate::feed::tls::PeerIdentity;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -32,22 +33,25 @@ pub fn same_secret(presented: &str, configured: &str) -> bool {
     !configured.is_empty() && bool::from(presented.as_bytes().ct_eq(configured.as_bytes()))
 }
 
-pub async fn push(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+pub async fn push(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    peer: Option<Extension<PeerIdentity>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(stream) = app.stream(&id) else {
         return error(StatusCode::NOT_FOUND, "invalid_request", "no such stream");
     };
-    let Delivery::Push { bearer_token } = &stream.delivery else {
+    if !matches!(stream.delivery, Delivery::Push { .. }) {
         return error(StatusCode::NOT_FOUND, "invalid_request", "this stream is polled, not pushed");
-    };
+    }
     let refused =
         |reason: &str| app.metrics.sets_refused.get_or_create(&labels(&[("stream", &id), ("reason", reason)])).inc();
-    if !bearer(&headers).is_some_and(|t| same_secret(t, bearer_token)) {
+    let presented = Presented { bearer: bearer(&headers), peer: peer.as_ref().map(|p| &p.0) };
+    if !stream.delivery.push_authenticates(&presented) {
         refused("unauthenticated");
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_failed",
-            "a valid bearer credential for this stream is required",
-        );
+        let mut r = error(StatusCode::UNAUTHORIZED, "authentication_failed", "this stream's credentials are required");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return r;
     }

@@ -294,7 +294,16 @@ pub async fn serve(config: FeedConfig) -> Result<(), String> {
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
         tracing::info!("stopping");
     };
-    axum::serve(listener, router(app.clone())).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    match &app.config.tls {
+        Some(material) => {
+            let config = crate::feed::tls::server_config(material)?;
+            crate::feed::tls::serve(listener, config, router(app.clone()), shutdown).await;
+        }
+        None => axum::serve(listener, router(app.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| e.to_string())?,
+    }
     app.store.close().await;
     Ok(())
 }

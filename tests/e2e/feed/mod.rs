@@ -8,6 +8,7 @@ mod durability;
 mod envoy;
 mod load;
 mod signals;
+mod tls;
 
 use crate::harness::{free_port, repo, scratch_dir};
 use nhi_guard::tools::mint::{sign_jws, SigningKey};
@@ -163,6 +164,23 @@ pub struct Service {
     pub port: u16,
     pub dir: PathBuf,
     config: PathBuf,
+    /// https when the config has `tls` (the client trusts the test PKI's CA).
+    scheme: &'static str,
+    client: reqwest::blocking::Client,
+}
+
+/// A client trusting the test PKI's CA, presenting `identity` (a `pki()` name) if given.
+pub fn tls_client(identity: Option<&str>) -> reqwest::blocking::Client {
+    let pki = crate::harness::pki();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).unwrap()).unwrap();
+    let mut b =
+        reqwest::blocking::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(20));
+    if let Some(name) = identity {
+        let mut pem = std::fs::read(pki.join(format!("{name}.pem"))).unwrap();
+        pem.extend(std::fs::read(pki.join(format!("{name}.key"))).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
 }
 
 /// The config the tests start from: both API callers, a push stream and, with a transmitter, a poll
@@ -206,7 +224,9 @@ impl Service {
         let config = dir.join(format!("feed-{}.json", free_port()));
         std::fs::write(&config, serde_json::to_string_pretty(doc).unwrap()).unwrap();
         let port: u16 = doc["listen"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-        let mut s = Service { child: None, port, dir: dir.to_path_buf(), config };
+        let tls = !doc["tls"].is_null();
+        let (scheme, client) = if tls { ("https", tls_client(None)) } else { ("http", http()) };
+        let mut s = Service { child: None, port, dir: dir.to_path_buf(), config, scheme, client };
         s.spawn();
         s
     }
@@ -239,7 +259,7 @@ impl Service {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("nhi-guard feed exited ({status}):\n{}", self.log());
             }
-            if http().get(self.url("/readyz")).send().map(|r| r.status().as_u16()).ok() == Some(200) {
+            if self.client.get(self.url("/readyz")).send().map(|r| r.status().as_u16()).ok() == Some(200) {
                 break;
             }
             assert!(start.elapsed() < Duration::from_secs(30), "nhi-guard feed not ready:\n{}", self.log());
@@ -265,19 +285,19 @@ impl Service {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     /// The served feed document.
     pub fn feed(&self) -> Value {
-        let r = http().get(self.url("/nhi-guard/revocations.json")).send().unwrap();
+        let r = self.client.get(self.url("/nhi-guard/revocations.json")).send().unwrap();
         assert_eq!(r.status().as_u16(), 200, "feed fetch");
         r.json().unwrap()
     }
 
     /// A metric's value (the sum over the series whose line starts with `series`).
     pub fn metric(&self, series: &str) -> f64 {
-        let text = http().get(self.url("/metrics")).send().unwrap().text().unwrap();
+        let text = self.client.get(self.url("/metrics")).send().unwrap().text().unwrap();
         text.lines()
             .filter(|l| l.starts_with(series))
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
