@@ -461,3 +461,132 @@ async fn insert_entry(
     .await?;
     Ok(if done.rows_affected() > 0 { ChangeResult::Changed } else { ChangeResult::Unchanged })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    async fn fresh(name: &str) -> Store {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-feed");
+        let path = dir.join(format!("{name}-{}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        Store::open(&format!("sqlite://{}", path.display()), 2).await.unwrap()
+    }
+
+    const RETENTION: Retention = Retention { token_seconds: 600, consent_skew_seconds: 300, set_jti_seconds: 3600 };
+
+    async fn apply(store: &Store, changes: &[Change], now: i64) -> Outcome {
+        store.apply(Write { changes, who: "t", why: "test", received: None, now }, RETENTION).await.unwrap()
+    }
+
+    #[test]
+    fn entries_leave_the_document_once_they_can_no_longer_matter() {
+        runtime().block_on(async {
+            let s = fresh("prune").await;
+            let now = 1_800_000_000;
+            let token = Change::RevokeToken { iss: "https://as".into(), jti: "j1".into() };
+            let consent = Change::RevokeConsent { consent: "c1".into(), expires_at: Some(now + 100) };
+            let partner = Change::OffboardPartner { partner: "p1".into() };
+            let key = Change::RetireKey { iss: "https://as".into(), kid: "k1".into() };
+            let v = apply(&s, &[token, consent, partner, key], now).await.version;
+            // Nothing is due yet: no change, no version step.
+            assert_eq!(s.prune(now + 399, RETENTION).await.unwrap(), 0);
+            assert_eq!(s.version().await.unwrap(), v);
+            // The consent leaves after its expiry plus the skew; the version moves with it.
+            assert_eq!(s.prune(now + 401, RETENTION).await.unwrap(), 1);
+            assert_eq!(s.version().await.unwrap(), v + 1);
+            // The jti after the longest token lifetime.
+            assert_eq!(s.prune(now + 601, RETENTION).await.unwrap(), 1);
+            // A retired key stays until it has left its issuer's JWKS, then for the grace period.
+            assert_eq!(s.open_keys("https://as").await.unwrap(), ["k1"]);
+            s.end_key("https://as", "k1", now + 700).await.unwrap();
+            assert!(s.open_keys("https://as").await.unwrap().is_empty());
+            assert_eq!(s.prune(now + 701, RETENTION).await.unwrap(), 1);
+            // The offboarded partner stays for good.
+            assert_eq!(s.prune(now + 10 * 365 * 86_400, RETENTION).await.unwrap(), 0);
+            let snap = s.snapshot().await.unwrap();
+            assert_eq!(
+                snap.entries,
+                [("partner".to_string(), "p1".to_string(), String::new(), "offboarded".to_string())]
+            );
+            assert_eq!(snap.version, v + 3);
+        });
+    }
+
+    #[test]
+    fn a_partner_moves_suspended_offboarded_and_never_back() {
+        runtime().block_on(async {
+            let s = fresh("partner").await;
+            let p = |c: fn(String) -> Change| c("acme".into());
+            let one = |o: Outcome| o.results[0];
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::ReinstatePartner { partner })], 1).await),
+                ChangeResult::Unchanged
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::SuspendPartner { partner })], 1).await),
+                ChangeResult::Changed
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::SuspendPartner { partner })], 1).await),
+                ChangeResult::Unchanged
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::ReinstatePartner { partner })], 1).await),
+                ChangeResult::Changed
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::SuspendPartner { partner })], 1).await),
+                ChangeResult::Changed
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::OffboardPartner { partner })], 1).await),
+                ChangeResult::Changed
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::SuspendPartner { partner })], 1).await),
+                ChangeResult::Conflict
+            );
+            assert_eq!(
+                one(apply(&s, &[p(|partner| Change::ReinstatePartner { partner })], 1).await),
+                ChangeResult::Conflict
+            );
+            assert_eq!(s.snapshot().await.unwrap().entries[0].3, "offboarded");
+        });
+    }
+
+    #[test]
+    fn a_set_is_stored_once_and_forgotten_after_the_replay_window() {
+        runtime().block_on(async {
+            let s = fresh("sets").await;
+            let changes = [Change::RevokeClient { client: "c".into() }];
+            let write = |now| Write {
+                changes: &changes,
+                who: "ssf:idp",
+                why: "x",
+                received: Some(ReceivedSet {
+                    stream: "idp",
+                    jti: "s1",
+                    event: "risc:account-disabled",
+                    outcome: "mapped",
+                    detail: serde_json::Value::Null,
+                }),
+                now,
+            };
+            let first = s.apply(write(1000), RETENTION).await.unwrap();
+            assert!(!first.duplicate && first.results == [ChangeResult::Changed]);
+            assert_eq!(first.audit.len(), 2, "the change and the signal");
+            let again = s.apply(write(1001), RETENTION).await.unwrap();
+            assert!(again.duplicate && again.audit.is_empty() && again.version == first.version);
+            assert!(s.has_set("idp", "s1").await.unwrap());
+            s.prune(1000 + 3601, RETENTION).await.unwrap();
+            assert!(!s.has_set("idp", "s1").await.unwrap());
+        });
+    }
+}
