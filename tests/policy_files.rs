@@ -362,3 +362,47 @@ fn cli_explain_and_report_take_bad_input_with_a_clear_error() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains(r#"<tr id="id-moneywise-app""#));
 }
+
+/// The feed service's Kubernetes manifest: the Service the fleet manifests poll, two replicas on
+/// PostgreSQL, probes, secrets only by reference, and a config its own loader takes.
+#[test]
+fn the_feed_service_manifest_serves_what_the_fleet_manifests_poll() {
+    let docs = yaml_documents("envoy/feed-service.yaml");
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}")).clone();
+    let (service, deployment, config_map) = (of("Service"), of("Deployment"), of("ConfigMap"));
+    let text = config_map["data"]["feed.json"].as_str().unwrap();
+    let env = |name: &str| {
+        Some(if name.ends_with("DATABASE_URL") {
+            "postgres://feed@db/feed".into()
+        } else {
+            format!("{name}-0123456789abcdef0123456789")
+        })
+    };
+    let config = nhi_guard::feed::config::parse("envoy/feed-service.yaml", text, &env).unwrap();
+    assert!(config.database_url.starts_with("postgres://"), "replicas need PostgreSQL");
+    let doc: Value = serde_json::from_str(text).unwrap();
+    assert!(doc["database"].get("url").is_none(), "the database URL comes from the Secret");
+    // The fleet manifests' feed cluster is this Service, at this path.
+    let (name, ns) =
+        (service["metadata"]["name"].as_str().unwrap(), service["metadata"]["namespace"].as_str().unwrap());
+    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    let istio = yaml_documents("envoy/istio-wasmplugin.yaml");
+    let plugin = istio.iter().find(|d| d["kind"] == "WasmPlugin").unwrap();
+    let revocation = &plugin["spec"]["pluginConfig"]["revocation"];
+    assert_eq!(revocation["cluster"], format!("outbound|{port}||{name}.{ns}.svc.cluster.local"));
+    assert_eq!(revocation["path"].as_str(), Some(config.feed.path.as_str()));
+    assert_eq!(config.listen, format!("0.0.0.0:{port}"));
+    // Highly available, probed, secrets by reference only.
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64().unwrap() >= 2);
+    let container = &spec["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for e in container["env"].as_array().unwrap() {
+        assert!(
+            e.get("value").is_none() && e["valueFrom"]["secretKeyRef"].is_object(),
+            "{e}: a secret in the manifest"
+        );
+    }
+    assert_eq!(of("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+}

@@ -123,11 +123,7 @@ async fn act(app: &App, creds: &Credentials, change: Result<Change, String>, rea
             app.audit.write(&o.audit);
             app.invalidate();
             let result = o.results.first().copied().unwrap_or(ChangeResult::Unchanged);
-            let outcome = match result {
-                ChangeResult::Changed => "changed",
-                ChangeResult::Unchanged => "unchanged",
-                ChangeResult::Conflict => "conflict",
-            };
+            let outcome = result.name();
             count(action, outcome);
             tracing::info!(who = %who.name, action, target = %changes[0].target(), outcome, version = o.version, "api change");
             let body = j!({"action": action, "target": changes[0].target(), "outcome": outcome, "version": o.version});

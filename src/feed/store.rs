@@ -1,11 +1,11 @@
 //! The durable state, in SQLite (one file, the default) or PostgreSQL (several replicas), through
 //! one driver and one set of statements.
 //!
-//! Every write is one transaction that starts by locking the feed's single meta row, so writers
-//! queue (replicas included) and the version is the database's, not a replica's: it only grows,
-//! across restarts and replicas. The version moves only when an entry does, and every entry change
-//! moves it, so one version is one document everywhere. A write is acknowledged only after its
-//! commit: nothing acknowledged is lost.
+//! One writer task per process commits whatever writes are waiting in one transaction (group
+//! commit), which starts by locking the feed's single meta row, so replicas queue too and the
+//! version is the database's, not a replica's: it only grows, across restarts and replicas. The
+//! version moves only when an entry does, and every entry change moves it, so one version is one
+//! document everywhere. A write is acknowledged only after its commit: nothing acknowledged is lost.
 
 use crate::feed::change::{AuditStream, Change};
 use serde::Serialize;
@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct Store {
     pool: AnyPool,
     pub backend: Backend,
+    writer: tokio::sync::mpsc::Sender<Job>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,16 @@ impl Backend {
 /// Any database failure: the caller answers 503 and acknowledges nothing.
 #[derive(Debug)]
 pub struct StoreError(pub String);
+
+impl ChangeResult {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeResult::Changed => "changed",
+            ChangeResult::Unchanged => "unchanged",
+            ChangeResult::Conflict => "conflict",
+        }
+    }
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -168,7 +179,9 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let (writer_tx, jobs) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(pool.clone(), jobs));
+        let store = Store { pool, backend, writer: writer_tx };
         store.migrate().await?;
         Ok(store)
     }
@@ -220,95 +233,26 @@ impl Store {
         Err(StoreError("the feed moved on ten times while being read".into()))
     }
 
-    /// Applies a write in one transaction. Returns after the commit.
+    /// Applies a write. Returns after the commit of the transaction that carried it.
     pub async fn apply(&self, w: Write<'_>, retention: Retention) -> Result<Outcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // The lock every writer queues on (the first statement writes, so SQLite takes its write
-        // lock here and waits its busy_timeout rather than failing on a lock upgrade).
-        tx.execute("UPDATE nhi_feed_meta SET version = version WHERE id = 1").await?;
-        if let Some(r) = &w.received {
-            let done = sqlx::query(
-                "INSERT INTO nhi_feed_sets (stream, jti, received_at, event, outcome) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (stream, jti) DO NOTHING",
-            )
-            .bind(r.stream)
-            .bind(r.jti)
-            .bind(w.now)
-            .bind(r.event)
-            .bind(r.outcome)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                tx.rollback().await?;
-                return Ok(Outcome {
-                    version: self.version().await?,
-                    results: Vec::new(),
-                    duplicate: true,
-                    audit: Vec::new(),
-                });
-            }
-        }
-        let mut results = Vec::with_capacity(w.changes.len());
-        for c in w.changes {
-            results.push(apply_one(&mut tx, c, w.now, retention).await?);
-        }
-        if results.contains(&ChangeResult::Changed) {
-            sqlx::query("UPDATE nhi_feed_meta SET version = version + 1, produced_at = $1 WHERE id = 1")
-                .bind(w.now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let version: i64 =
-            sqlx::query("SELECT version FROM nhi_feed_meta WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
-        let at = crate::engine::timestamp::format_rfc3339(w.now);
-        let mut audit: Vec<AuditEvent> = w
-            .changes
-            .iter()
-            .zip(&results)
-            .map(|(c, r)| AuditEvent {
-                at: at.clone(),
-                stream: c.stream(),
-                who: w.who.to_string(),
-                action: c.action().to_string(),
-                target: c.target(),
-                reason: w.why.to_string(),
-                outcome: serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-                version,
-                detail: w.received.as_ref().map(|r| r.detail.clone()).unwrap_or(serde_json::Value::Null),
-            })
-            .collect();
-        if let Some(r) = &w.received {
-            audit.push(AuditEvent {
-                at: at.clone(),
-                stream: AuditStream::Signal,
-                who: w.who.to_string(),
-                action: "security_event".into(),
-                target: format!("set:{}#{}", r.stream, r.jti),
-                reason: w.why.to_string(),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            changes: w.changes.to_vec(),
+            who: w.who.to_string(),
+            why: w.why.to_string(),
+            received: w.received.map(|r| OwnedReceived {
+                stream: r.stream.to_string(),
+                jti: r.jti.to_string(),
+                event: r.event.to_string(),
                 outcome: r.outcome.to_string(),
-                version,
-                detail: r.detail.clone(),
-            });
-        }
-        for a in &audit {
-            sqlx::query(
-                "INSERT INTO nhi_feed_audit (at, stream, who, action, target, reason, outcome, version, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(w.now)
-            .bind(a.stream.name())
-            .bind(&a.who)
-            .bind(&a.action)
-            .bind(&a.target)
-            .bind(&a.reason)
-            .bind(&a.outcome)
-            .bind(version)
-            .bind(a.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Outcome { version, results, duplicate: false, audit })
+                detail: r.detail,
+            }),
+            now: w.now,
+            retention,
+            reply,
+        };
+        self.writer.send(job).await.map_err(|_| StoreError("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError("the writer dropped the write".into()))?
     }
 
     /// Drops entries that can no longer matter and SET ids past the replay window; moves the
@@ -368,6 +312,164 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Writes queued for the writer task, owned.
+struct Job {
+    changes: Vec<Change>,
+    who: String,
+    why: String,
+    received: Option<OwnedReceived>,
+    now: i64,
+    retention: Retention,
+    reply: tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+struct OwnedReceived {
+    stream: String,
+    jti: String,
+    event: String,
+    outcome: String,
+    detail: serde_json::Value,
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 256;
+
+/// The one writer of this process: it takes every write waiting and commits them in one
+/// transaction (group commit), then answers each. One commit, one fsync, for a burst of SETs; and
+/// writers never spin on SQLite's busy handler.
+async fn writer(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError(e.0.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The lock every writer queues on, replicas included (the first statement writes, so SQLite
+    // takes its write lock here and waits its busy_timeout rather than failing on a lock upgrade).
+    tx.execute("UPDATE nhi_feed_meta SET version = version WHERE id = 1").await?;
+    // Per write: its results, or None for a SET stored before.
+    let mut staged: Vec<Option<Vec<ChangeResult>>> = Vec::with_capacity(batch.len());
+    let mut latest = 0;
+    for job in batch {
+        if let Some(r) = &job.received {
+            let done = sqlx::query(
+                "INSERT INTO nhi_feed_sets (stream, jti, received_at, event, outcome) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (stream, jti) DO NOTHING",
+            )
+            .bind(&r.stream)
+            .bind(&r.jti)
+            .bind(job.now)
+            .bind(&r.event)
+            .bind(&r.outcome)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                staged.push(None);
+                continue;
+            }
+        }
+        let mut results = Vec::with_capacity(job.changes.len());
+        for c in &job.changes {
+            results.push(apply_one(&mut tx, c, job.now, job.retention).await?);
+        }
+        if results.contains(&ChangeResult::Changed) {
+            latest = latest.max(job.now);
+        }
+        staged.push(Some(results));
+    }
+    if latest > 0 {
+        sqlx::query("UPDATE nhi_feed_meta SET version = version + 1, produced_at = $1 WHERE id = 1")
+            .bind(latest)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let version: i64 =
+        sqlx::query("SELECT version FROM nhi_feed_meta WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (job, results) in batch.iter().zip(staged) {
+        let Some(results) = results else {
+            outcomes.push(Outcome { version, results: Vec::new(), duplicate: true, audit: Vec::new() });
+            continue;
+        };
+        let audit = audit_events(job, &results, version);
+        for a in &audit {
+            sqlx::query(
+                "INSERT INTO nhi_feed_audit (at, stream, who, action, target, reason, outcome, version, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(job.now)
+            .bind(a.stream.name())
+            .bind(&a.who)
+            .bind(&a.action)
+            .bind(&a.target)
+            .bind(&a.reason)
+            .bind(&a.outcome)
+            .bind(version)
+            .bind(a.detail.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        outcomes.push(Outcome { version, results, duplicate: false, audit });
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One audit event per change, and one for the SET that carried them.
+fn audit_events(job: &Job, results: &[ChangeResult], version: i64) -> Vec<AuditEvent> {
+    let at = crate::engine::timestamp::format_rfc3339(job.now);
+    let detail = job.received.as_ref().map(|r| r.detail.clone()).unwrap_or(serde_json::Value::Null);
+    let mut audit: Vec<AuditEvent> = job
+        .changes
+        .iter()
+        .zip(results)
+        .map(|(c, r)| AuditEvent {
+            at: at.clone(),
+            stream: c.stream(),
+            who: job.who.clone(),
+            action: c.action().to_string(),
+            target: c.target(),
+            reason: job.why.clone(),
+            outcome: r.name().to_string(),
+            version,
+            detail: detail.clone(),
+        })
+        .collect();
+    if let Some(r) = &job.received {
+        audit.push(AuditEvent {
+            at,
+            stream: AuditStream::Signal,
+            who: job.who.clone(),
+            action: "security_event".into(),
+            target: format!("set:{}#{}", r.stream, r.jti),
+            reason: job.why.clone(),
+            outcome: r.outcome.clone(),
+            version,
+            detail,
+        });
+    }
+    audit
 }
 
 async fn apply_one(
