@@ -37,9 +37,12 @@ pub struct App {
 #[derive(Default)]
 pub struct FeedCache {
     current: RwLock<Option<Arc<Published>>>,
-    /// Unix ms of the last successful and of the last attempted database check.
+    /// Unix ms of the last successful and of the last attempted database check, and of the last rebuild.
     last_ok_ms: AtomicI64,
     last_check_ms: AtomicI64,
+    last_build_ms: AtomicI64,
+    /// The version the database last reported.
+    latest_version: AtomicI64,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -81,7 +84,7 @@ impl App {
             feed: FeedCache::default(),
             retention,
         });
-        app.refresh(true).await.map_err(|e| format!("database: first read failed: {e}"))?;
+        app.refresh(true, true).await.map_err(|e| format!("database: first read failed: {e}"))?;
         Ok(app)
     }
 
@@ -89,9 +92,11 @@ impl App {
         self.config.streams.iter().find(|s| s.id == id)
     }
 
-    /// Asks the database for its version and rebuilds the document when it moved. `force` skips
-    /// the `recheck_ms` rate limit (after a local write).
-    pub async fn refresh(&self, force: bool) -> Result<(), String> {
+    /// Asks the database for its version (at most every `recheck_ms`, unless `force`), and with
+    /// `rebuild` renders the document again when the version moved (at most every `recheck_ms`).
+    /// Only fetches rebuild: a burst of writes with nobody fetching costs no document rendering,
+    /// and with fetchers the rendering rate is bounded whatever the write rate.
+    pub async fn refresh(&self, force: bool, rebuild: bool) -> Result<(), String> {
         // One refresh at a time; a fetch never queues behind one (it serves what is there).
         let _one = if force {
             self.feed.refresh.lock().await
@@ -103,47 +108,55 @@ impl App {
         };
         let now = now_ms();
         let recheck = i64::try_from(self.config.feed.recheck_ms).unwrap_or(100);
-        if !force && now.saturating_sub(self.feed.last_check_ms.load(Ordering::Acquire)) < recheck {
-            return Ok(());
-        }
-        self.feed.last_check_ms.store(now, Ordering::Release);
-        let result = async {
-            let version = self.store.version().await?;
-            let current = self.current().map(|p| p.version);
-            if current != Some(version) {
-                let published = render(&self.store.snapshot().await?);
-                self.metrics.feed_version.set(published.version);
-                self.metrics.feed_document_bytes.set(i64::try_from(published.body.len()).unwrap_or(i64::MAX));
-                for (kind, n) in &published.counts {
-                    self.metrics
-                        .feed_entries
-                        .get_or_create(&labels(&[("kind", kind)]))
-                        .set(i64::try_from(*n).unwrap_or(0));
+        if force || now.saturating_sub(self.feed.last_check_ms.load(Ordering::Acquire)) >= recheck {
+            self.feed.last_check_ms.store(now, Ordering::Release);
+            match self.store.version().await {
+                Ok(v) => {
+                    self.feed.latest_version.store(v, Ordering::Release);
+                    self.database_answered(now);
                 }
-                if let Ok(mut slot) = self.feed.current.write() {
-                    *slot = Some(Arc::new(published));
+                Err(e) => {
+                    self.database_failed(&e.0);
+                    return Err(e.0);
                 }
             }
-            Ok::<_, crate::feed::store::StoreError>(())
         }
-        .await;
-        match result {
-            Ok(()) => {
-                self.feed.last_ok_ms.store(now, Ordering::Release);
-                self.metrics.database_up.set(1);
-                self.metrics.feed_document_age_seconds.set(0);
-                Ok(())
+        let behind = self.current().map(|p| p.version) != Some(self.feed.latest_version.load(Ordering::Acquire));
+        let due = force || now.saturating_sub(self.feed.last_build_ms.load(Ordering::Acquire)) >= recheck;
+        if rebuild && behind && due {
+            self.feed.last_build_ms.store(now, Ordering::Release);
+            match self.store.snapshot().await {
+                Ok(snapshot) => self.publish(render(&snapshot)),
+                Err(e) => {
+                    self.database_failed(&e.0);
+                    return Err(e.0);
+                }
             }
-            Err(e) => {
-                self.database_failed(&e.0);
-                Err(e.0)
-            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, published: Published) {
+        self.metrics.feed_version.set(published.version);
+        self.metrics.feed_document_bytes.set(i64::try_from(published.body.len()).unwrap_or(i64::MAX));
+        for (kind, n) in &published.counts {
+            self.metrics.feed_entries.get_or_create(&labels(&[("kind", kind)])).set(i64::try_from(*n).unwrap_or(0));
+        }
+        if let Ok(mut slot) = self.feed.current.write() {
+            *slot = Some(Arc::new(published));
         }
     }
 
-    /// After a local write: the next fetch (or tick) asks the database again.
+    fn database_answered(&self, now: i64) {
+        self.feed.last_ok_ms.store(now, Ordering::Release);
+        self.metrics.database_up.set(1);
+        self.metrics.feed_document_age_seconds.set(0);
+    }
+
+    /// After a local write: the next fetch asks the database again and renders the new version.
     pub fn invalidate(&self) {
         self.feed.last_check_ms.store(0, Ordering::Release);
+        self.feed.last_build_ms.store(0, Ordering::Release);
     }
 
     pub fn database_failed(&self, error: &str) {
@@ -175,7 +188,7 @@ pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
 const FETCH_CHECK_BUDGET: Duration = Duration::from_millis(250);
 
 async fn feed_document(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false)).await;
+    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false, true)).await;
     let age = app.document_age();
     let down = app.metrics.database_up.get() == 0;
     let status = |code: &str| app.metrics.feed_requests.get_or_create(&labels(&[("status", code)])).inc();
@@ -216,7 +229,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false)).await;
+    let _ = tokio::time::timeout(FETCH_CHECK_BUDGET, app.refresh(false, false)).await;
     if app.metrics.database_up.get() == 1 && app.current().is_some() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -249,7 +262,7 @@ pub fn spawn_tasks(app: &Arc<App>) {
         let every = Duration::from_millis(a.config.feed.recheck_ms);
         loop {
             tokio::time::sleep(every).await;
-            let _ = a.refresh(false).await;
+            let _ = a.refresh(false, false).await;
         }
     });
     let a = app.clone();

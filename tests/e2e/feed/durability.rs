@@ -206,7 +206,9 @@ fn two_replicas_on_one_postgres_serve_one_document_and_one_version_sequence() {
         "replicas serve different documents"
     );
     let doc: Value = serde_json::from_slice(&fetch(&a)).unwrap();
-    assert_eq!(doc["version"].as_i64().unwrap(), versions[9] + 8);
+    // Concurrent writes may share a commit (group commit): one version step per commit, never a repeat.
+    let v = doc["version"].as_i64().unwrap();
+    assert!((versions[9] + 1..=versions[9] + 8).contains(&v), "{v} after {}", versions[9]);
     assert_eq!(doc["partners"].as_array().unwrap().len(), 8);
     // A restart keeps the version (it is the database's).
     drop(b);

@@ -1,5 +1,5 @@
 //! A bounded load test of the push endpoint: N SETs (NHI_GUARD_FEED_LOAD_SETS, default 10 000) over
-//! 16 connections into SQLite; every one acknowledged and listed; throughput and memory printed
+//! 16 connections, into SQLite and into PostgreSQL; every one acknowledged and listed; throughput and memory printed
 //! (the README keeps the latest figures; this test asserts behaviour, not speed).
 
 use super::*;
@@ -16,11 +16,14 @@ fn rss_kib(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed() {
+fn load_suite(db: Db) {
     let total: usize = std::env::var("NHI_GUARD_FEED_LOAD_SETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let name = match db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres(_) => "postgres",
+    };
     let tx = Transmitter::start();
-    let svc = Service::start(&Db::Sqlite, Some(&tx), |_| {});
+    let svc = Service::start(&db, Some(&tx), |_| {});
     // Signed before the clock starts: the test measures the service, not the minting.
     let sets: Vec<String> = (0..total)
         .map(|n| {
@@ -69,11 +72,21 @@ fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed() {
     let peak = rss_kib(svc.pid(), "VmHWM:");
     let doc_bytes = svc.metric("nhi_guard_feed_feed_document_bytes");
     eprintln!(
-        "feed load (sqlite, 16 connections): {total} SETs in {:.1} s = {:.0} SETs/s; RSS {:.1} MiB before, peak {:.1} MiB; document {:.0} KiB",
+        "feed load ({name}, 16 connections): {total} SETs in {:.1} s = {:.0} SETs/s; RSS {:.1} MiB before, peak {:.1} MiB; document {:.0} KiB",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64(),
         rss_before as f64 / 1024.0,
         peak as f64 / 1024.0,
         doc_bytes / 1024.0
     );
+}
+
+#[test]
+fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed_on_sqlite() {
+    load_suite(Db::Sqlite);
+}
+
+#[test]
+fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed_on_postgres() {
+    load_suite(Db::Postgres(shared_postgres()));
 }

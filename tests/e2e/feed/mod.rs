@@ -233,7 +233,11 @@ impl Service {
 
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("feed.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhi-guard"));
+        // NHI_GUARD_FEED_BIN: another build (the release binary, for the load figures in the README).
+        let bin = std::env::var_os("NHI_GUARD_FEED_BIN")
+            .map(PathBuf::from)
+            .unwrap_or(PathBuf::from(env!("CARGO_BIN_EXE_nhi-guard")));
+        let mut cmd = Command::new(bin);
         cmd.arg("feed")
             .arg("--config")
             .arg(&self.config)
