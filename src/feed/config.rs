@@ -196,11 +196,18 @@ pub struct LimitsDoc {
     pub max_set_bytes: usize,
     #[serde(default = "default_max_api_bytes")]
     pub max_api_body_bytes: usize,
+    /// Most entries the document may hold: past it, writes that add entries answer 503.
+    #[serde(default = "default_max_entries")]
+    pub max_document_entries: i64,
 }
 
 impl Default for LimitsDoc {
     fn default() -> Self {
-        LimitsDoc { max_set_bytes: default_max_set_bytes(), max_api_body_bytes: default_max_api_bytes() }
+        LimitsDoc {
+            max_set_bytes: default_max_set_bytes(),
+            max_api_body_bytes: default_max_api_bytes(),
+            max_document_entries: default_max_entries(),
+        }
     }
 }
 
@@ -242,6 +249,10 @@ fn default_max_set_bytes() -> usize {
 }
 fn default_max_api_bytes() -> usize {
     16 * 1024
+}
+// About 3 MiB of document at the usual entry sizes: under the filter's 4 MiB.
+fn default_max_entries() -> i64 {
+    50_000
 }
 
 /// Every action the API knows, by the name callers are granted.
@@ -506,6 +517,12 @@ impl Checker<'_> {
         }
         if !(256..=1 << 20).contains(&d.limits.max_api_body_bytes) {
             self.err("limits.max_api_body_bytes", "must be 256 to 1048576");
+        }
+        if !(1..=100_000).contains(&d.limits.max_document_entries) {
+            self.err(
+                "limits.max_document_entries",
+                "must be 1 to 100000 (the filter refuses a feed document over 4 MiB)",
+            );
         }
         FeedConfig {
             listen: d.listen,

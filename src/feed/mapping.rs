@@ -22,11 +22,56 @@ pub enum Mapping {
     Ignored(&'static str),
 }
 
+/// Event names CAEP 1.0, RISC 1.0 and SSF 1.0 define: only these become label values, so a
+/// transmitter cannot grow the metrics without bound.
+const KNOWN: [(&str, &[&str]); 3] = [
+    (
+        CAEP,
+        &[
+            "session-revoked",
+            "token-claims-change",
+            "credential-change",
+            "assurance-level-change",
+            "device-compliance-change",
+            "session-established",
+            "session-presented",
+            "risk-level-change",
+        ],
+    ),
+    (
+        RISC,
+        &[
+            "account-credential-change-required",
+            "account-purged",
+            "account-disabled",
+            "account-enabled",
+            "identifier-changed",
+            "identifier-recycled",
+            "credential-compromise",
+            "opt-in",
+            "opt-out-initiated",
+            "opt-out-cancelled",
+            "opt-out-effective",
+            "recovery-activated",
+            "recovery-information-changed",
+            "sessions-revoked",
+        ],
+    ),
+    (SSF, &["verification", "stream-updated"]),
+];
+
 /// The short event name for labels: `caep:session-revoked`, `risc:account-disabled`, or `other`.
 pub fn event_label(event_type: &str) -> String {
-    for (prefix, short) in [(CAEP, "caep"), (RISC, "risc"), (SSF, "ssf")] {
+    for (prefix, names) in KNOWN {
         if let Some(name) = event_type.strip_prefix(prefix) {
-            if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            if names.contains(&name) {
+                let short = if prefix == CAEP {
+                    "caep"
+                } else if prefix == RISC {
+                    "risc"
+                } else {
+                    "ssf"
+                };
                 return format!("{short}:{name}");
             }
         }
@@ -201,6 +246,8 @@ mod tests {
     fn labels_are_bounded() {
         assert_eq!(event_label(&format!("{CAEP}session-revoked")), "caep:session-revoked");
         assert_eq!(event_label(&format!("{RISC}{}", "a".repeat(100))), "other");
+        assert_eq!(event_label(&format!("{RISC}made-up-event")), "other", "only names the specs define");
+        assert_eq!(event_label(&format!("{SSF}verification")), "ssf:verification");
         assert_eq!(event_label(&format!("{RISC}Account\"Disabled")), "other");
         assert_eq!(event_label("urn:x"), "other");
     }

@@ -55,7 +55,7 @@ pub fn now_ms() -> i64 {
 
 impl App {
     pub async fn new(config: FeedConfig) -> Result<Arc<App>, String> {
-        let store = Store::open(&config.database_url, config.max_connections)
+        let store = Store::open(&config.database_url, config.max_connections, config.limits.max_document_entries)
             .await
             .map_err(|e| format!("database: cannot open: {e}"))?;
         let audit = AuditFiles::new(&config.audit_dir)?;

@@ -145,7 +145,9 @@ const SCHEMA: [&str; 4] = [
 
 impl Store {
     /// Connects (creating a SQLite file and its folder if needed) and creates the tables.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+    /// `max_entries`: the most entries the document may hold (the filter refuses a document over
+    /// 4 MiB, so a feed grown past it would make every Envoy stale).
+    pub async fn open(url: &str, max_connections: u32, max_entries: i64) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
         let mut url = url.to_string();
@@ -180,7 +182,7 @@ impl Store {
             .connect(&url)
             .await?;
         let (writer_tx, jobs) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(pool.clone(), jobs));
+        tokio::spawn(writer(pool.clone(), jobs, max_entries));
         let store = Store { pool, backend, writer: writer_tx };
         store.migrate().await?;
         Ok(store)
@@ -339,7 +341,7 @@ const MAX_BATCH: usize = 256;
 /// The one writer of this process: it takes every write waiting and commits them in one
 /// transaction (group commit), then answers each. One commit, one fsync, for a burst of SETs; and
 /// writers never spin on SQLite's busy handler.
-async fn writer(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+async fn writer(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<Job>, max_entries: i64) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -348,7 +350,7 @@ async fn writer(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit_batch(&pool, &batch).await {
+        match commit_batch(&pool, &batch, max_entries).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -363,7 +365,7 @@ async fn writer(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
     }
 }
 
-async fn commit_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+async fn commit_batch(pool: &AnyPool, batch: &[Job], max_entries: i64) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = pool.begin().await?;
     // The lock every writer queues on, replicas included (the first statement writes, so SQLite
     // takes its write lock here and waits its busy_timeout rather than failing on a lock upgrade).
@@ -399,6 +401,19 @@ async fn commit_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Outcome>, Sto
         staged.push(Some(results));
     }
     if latest > 0 {
+        let entries: i64 =
+            sqlx::query("SELECT COUNT(*) FROM nhi_feed_entries").fetch_one(&mut *tx).await?.try_get(0)?;
+        if entries > max_entries {
+            tx.rollback().await?;
+            tracing::error!(
+                entries,
+                max_entries,
+                "the feed is full: writes refused until entries expire or the limit is raised"
+            );
+            return Err(StoreError(format!(
+                "the feed would hold {entries} entries, over limits.max_document_entries ({max_entries})"
+            )));
+        }
         sqlx::query("UPDATE nhi_feed_meta SET version = version + 1, produced_at = $1 WHERE id = 1")
             .bind(latest)
             .execute(&mut *tx)
@@ -578,7 +593,7 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
-        Store::open(&format!("sqlite://{}", path.display()), 2).await.unwrap()
+        Store::open(&format!("sqlite://{}", path.display()), 2, 5).await.unwrap()
     }
 
     const RETENTION: Retention = Retention { token_seconds: 600, consent_skew_seconds: 300, set_jti_seconds: 3600 };
@@ -618,6 +633,21 @@ mod tests {
                 [("partner".to_string(), "p1".to_string(), String::new(), "offboarded".to_string())]
             );
             assert_eq!(snap.version, v + 3);
+        });
+    }
+
+    #[test]
+    fn a_full_feed_refuses_new_entries_and_keeps_what_it_has() {
+        runtime().block_on(async {
+            let s = fresh("full").await;
+            let clients: Vec<Change> = (0..5).map(|i| Change::RevokeClient { client: format!("c{i}") }).collect();
+            let v = apply(&s, &clients, 1).await.version;
+            let more = [Change::RevokeClient { client: "c5".into() }];
+            let err = s.apply(Write { changes: &more, who: "t", why: "x", received: None, now: 2 }, RETENTION).await;
+            assert!(err.unwrap_err().0.contains("over limits.max_document_entries (5)"));
+            assert_eq!(s.version().await.unwrap(), v, "nothing stored");
+            // Repeats of what is listed still answer (nothing new to hold).
+            assert_eq!(apply(&s, &clients[..1], 3).await.results, [ChangeResult::Unchanged]);
         });
     }
 
