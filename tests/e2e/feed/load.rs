@@ -36,6 +36,7 @@ fn load_suite(db: Db) {
         })
         .collect();
     let rss_before = rss_kib(svc.pid(), "VmRSS:");
+    let cpu_before = cpu_seconds(svc.pid());
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let accepted: usize = std::thread::scope(|s| {
@@ -65,6 +66,7 @@ fn load_suite(db: Db) {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let took = start.elapsed();
+    let cpu = cpu_seconds(svc.pid()) - cpu_before;
     assert_eq!(accepted, total);
     let listed = wait_for(Duration::from_secs(10), || svc.feed()["tokens"].as_array().unwrap().len() == total);
     assert!(listed.is_some(), "not every acknowledged SET is listed");
@@ -72,13 +74,24 @@ fn load_suite(db: Db) {
     let peak = rss_kib(svc.pid(), "VmHWM:");
     let doc_bytes = svc.metric("nhi_guard_feed_feed_document_bytes");
     eprintln!(
-        "feed load ({name}, 16 connections): {total} SETs in {:.1} s = {:.0} SETs/s; RSS {:.1} MiB before, peak {:.1} MiB; document {:.0} KiB",
+        "feed load ({name}, 16 connections): {total} SETs in {:.1} s = {:.0} SETs/s; service CPU {:.0} us per SET; RSS {:.1} MiB before, peak {:.1} MiB; document {:.0} KiB",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64(),
+        cpu * 1e6 / total as f64,
         rss_before as f64 / 1024.0,
         peak as f64 / 1024.0,
         doc_bytes / 1024.0
     );
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks
 }
 
 #[test]
