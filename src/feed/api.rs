@@ -63,16 +63,16 @@ fn caller<'a>(app: &'a App, p: &Presented<'_>) -> Option<&'a Caller> {
     found
 }
 
-/// Who is calling: the request's bearer token and verified client certificate.
-pub struct Credentials {
-    bearer: Option<String>,
-    peer: Option<PeerIdentity>,
+/// The caller, before anything else about the request is looked at.
+fn authenticate<'a>(app: &'a App, headers: &HeaderMap, peer: Option<&Extension<PeerIdentity>>) -> Option<&'a Caller> {
+    caller(app, &Presented { bearer: bearer(headers), peer: peer.map(|p| &p.0) })
 }
 
-impl Credentials {
-    fn of(headers: &HeaderMap, peer: Option<Extension<PeerIdentity>>) -> Credentials {
-        Credentials { bearer: bearer(headers).map(str::to_string), peer: peer.map(|p| p.0) }
-    }
+fn unauthenticated(app: &App) -> Response {
+    app.metrics.api_changes.get_or_create(&labels(&[("action", "unknown"), ("outcome", "denied")])).inc();
+    let mut r = json(StatusCode::UNAUTHORIZED, j!({"error": "unauthenticated"}));
+    r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+    r
 }
 
 async fn body_of<T: serde::de::DeserializeOwned>(app: &App, body: Body) -> Result<T, Response> {
@@ -83,16 +83,9 @@ async fn body_of<T: serde::de::DeserializeOwned>(app: &App, body: Body) -> Resul
         .map_err(|e| json(StatusCode::BAD_REQUEST, j!({"error": "invalid_body", "detail": e.to_string()})))
 }
 
-async fn act(app: &App, creds: &Credentials, change: Result<Change, String>, reason: &str) -> Response {
+async fn act(app: &App, who: &Caller, change: Result<Change, String>, reason: &str) -> Response {
     let count = |action: &str, outcome: &str| {
         app.metrics.api_changes.get_or_create(&labels(&[("action", action), ("outcome", outcome)])).inc()
-    };
-    let presented = Presented { bearer: creds.bearer.as_deref(), peer: creds.peer.as_ref() };
-    let Some(who) = caller(app, &presented) else {
-        count("unknown", "denied");
-        let mut r = json(StatusCode::UNAUTHORIZED, j!({"error": "unauthenticated"}));
-        r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
-        return r;
     };
     let change = match change {
         Ok(c) => c,
@@ -151,7 +144,9 @@ pub async fn entity_action(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let creds = Credentials::of(&headers, peer);
+    let Some(who) = authenticate(&app, &headers, peer.as_ref()) else {
+        return unauthenticated(&app);
+    };
     let b: EntityBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -178,7 +173,7 @@ pub async fn entity_action(
             j!({"error": "invalid_request", "detail": "expires_at is for consents only"}),
         );
     }
-    act(&app, &creds, change, &b.reason).await
+    act(&app, who, change, &b.reason).await
 }
 
 pub async fn revoke_token(
@@ -187,7 +182,9 @@ pub async fn revoke_token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let creds = Credentials::of(&headers, peer);
+    let Some(who) = authenticate(&app, &headers, peer.as_ref()) else {
+        return unauthenticated(&app);
+    };
     let b: TokenBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -197,7 +194,7 @@ pub async fn revoke_token(
     } else {
         Err("iss and jti must be 1 to 256 visible characters".into())
     };
-    act(&app, &creds, change, &b.reason).await
+    act(&app, who, change, &b.reason).await
 }
 
 pub async fn retire_key(
@@ -206,7 +203,9 @@ pub async fn retire_key(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let creds = Credentials::of(&headers, peer);
+    let Some(who) = authenticate(&app, &headers, peer.as_ref()) else {
+        return unauthenticated(&app);
+    };
     let b: KeyBody = match body_of(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -216,5 +215,5 @@ pub async fn retire_key(
     } else {
         Err("iss and kid must be 1 to 256 visible characters".into())
     };
-    act(&app, &creds, change, &b.reason).await
+    act(&app, who, change, &b.reason).await
 }

@@ -97,8 +97,9 @@ impl App {
     /// Only fetches rebuild: a burst of writes with nobody fetching costs no document rendering,
     /// and with fetchers the rendering rate is bounded whatever the write rate.
     pub async fn refresh(&self, force: bool, rebuild: bool) -> Result<(), String> {
-        // One refresh at a time; a fetch never queues behind one (it serves what is there).
-        let _one = if force {
+        // One refresh at a time. A fetch (rebuild) waits for the one running, within its budget, so
+        // it serves what that one found; the background check skips when one is running.
+        let _one = if force || rebuild {
             self.feed.refresh.lock().await
         } else {
             match self.feed.refresh.try_lock() {

@@ -55,6 +55,7 @@ fn api_suite(db: Db) {
     // Refusals: no or unknown secret 401, an action not granted 403, bad bodies 400, too large 413, no reason 400.
     let before = svc.feed()["version"].clone();
     assert_eq!(svc.api("not-a-secret", "/v1/partners/acme/offboard", reason.clone()).0, 401);
+    assert_eq!(svc.api("not-a-secret", "/v1/partners/acme/offboard", json!({"bad": 1})).0, 401, "who before what");
     let r = http().post(svc.url("/v1/partners/acme/offboard")).json(&reason).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(
