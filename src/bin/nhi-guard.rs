@@ -94,29 +94,7 @@ enum Command {
     },
     /// Mint a Security Event Token (RFC 8417, as an SSF transmitter sends it): for the demo, and to
     /// try a stream of the feed service before the identity provider is wired up.
-    Set {
-        /// The transmitter's private key (PKCS#8 PEM).
-        #[arg(long)]
-        key: String,
-        #[arg(long)]
-        kid: String,
-        #[arg(long)]
-        iss: String,
-        #[arg(long)]
-        aud: String,
-        /// `risc:account-disabled`, `caep:session-revoked`, `caep:credential-change`, ... or a full URI.
-        #[arg(long)]
-        event: String,
-        /// `opaque:CLIENT`, `tenant:PARTNER`, `jwt_id:ISS#JTI`, `iss_sub:ISS#SUB` or `email:ADDRESS`.
-        #[arg(long)]
-        subject: String,
-        /// The event's own members as JSON (e.g. '{"change_type": "revoke"}').
-        #[arg(long, default_value = "{}")]
-        members: String,
-        /// Default: unique per call.
-        #[arg(long)]
-        jti: Option<String>,
-    },
+    Set(SetArgs),
     /// Print a certificate's x5t#S256 (for clients[].certificate_thumbprints).
     Thumbprint { cert: String },
     /// Mint a consent artefact, as the bank's consent service would (demo and tests only).
@@ -226,6 +204,28 @@ impl Signer {
     fn key(&self) -> Result<SigningKey, String> {
         SigningKey::from_pkcs8_pem(&read(&self.key)?, RsaAlg::alg(self.alg))
     }
+}
+
+/// `nhi-guard set`: the transmitter signs (`--iss` is the transmitter's issuer).
+#[derive(clap::Args)]
+struct SetArgs {
+    #[command(flatten)]
+    signer: Signer,
+    /// The receiver's audience (the stream's `audience`).
+    #[arg(long)]
+    aud: String,
+    /// `risc:account-disabled`, `caep:session-revoked`, `caep:credential-change`, ... or a full URI.
+    #[arg(long)]
+    event: String,
+    /// `opaque:CLIENT`, `tenant:PARTNER`, `jwt_id:ISS#JTI`, `iss_sub:ISS#SUB` or `email:ADDRESS`.
+    #[arg(long)]
+    subject: String,
+    /// The event's own members as JSON (e.g. '{"change_type": "revoke"}').
+    #[arg(long, default_value = "{}")]
+    members: String,
+    /// Default: unique per call.
+    #[arg(long)]
+    jti: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -382,9 +382,7 @@ fn main() -> ExitCode {
             dpop(&key, alg, &method, &url, &token, count, nonce.as_deref())
         }
         Command::Thumbprint { cert } => thumbprint(&cert),
-        Command::Set { key, kid, iss, aud, event, subject, members, jti } => {
-            security_event(&key, &kid, &iss, &aud, &event, &subject, &members, jti)
-        }
+        Command::Set(args) => security_event(&args),
         Command::Consent(args) => consent(&args),
         Command::Jwks { keys } => jwks(&keys),
         Command::Keygen { alg } => keygen(alg),
@@ -618,29 +616,20 @@ fn dpop(
     write_out(&out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn security_event(
-    key: &str,
-    kid: &str,
-    iss: &str,
-    aud: &str,
-    event: &str,
-    subject: &str,
-    members: &str,
-    jti: Option<String>,
-) -> Result<(), String> {
+fn security_event(a: &SetArgs) -> Result<(), String> {
     use nhi_guard::tools::mint::{security_event_claims, security_event_header, subject_from_short};
-    let key = SigningKey::from_pkcs8_pem(&read(key)?, RsaAlg::alg(None))?;
-    let members: Value = serde_json::from_str(members).map_err(|e| format!("--members: {e}"))?;
+    let key = a.signer.key()?;
+    let members: Value = serde_json::from_str(&a.members).map_err(|e| format!("--members: {e}"))?;
     if !members.is_object() {
         return Err("--members must be a JSON object".into());
     }
     let now = unix_now()?;
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.subsec_nanos();
-    let jti = jti.unwrap_or_else(|| format!("set-{now}-{}-{nanos}", std::process::id()));
-    let claims = security_event_claims(iss, aud, &jti, now, event, subject_from_short(subject)?, members);
-    write_out(&format!("{}\n", sign_jws(&security_event_header(&key, kid), &claims, &key)))
+    let jti = a.jti.clone().unwrap_or_else(|| format!("set-{now}-{}-{nanos}", std::process::id()));
+    let subject = subject_from_short(&a.subject)?;
+    let claims = security_event_claims(&a.signer.iss, &a.aud, &jti, now, &a.event, subject, members);
+    write_out(&format!("{}\n", sign_jws(&security_event_header(&key, &a.signer.kid), &claims, &key)))
 }
 
 /// Reads a stats or audit file, bounded.

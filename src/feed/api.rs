@@ -176,25 +176,38 @@ pub async fn entity_action(
     act(&app, who, change, &b.reason).await
 }
 
+/// `POST /v1/tokens/revoke` and `POST /v1/keys/retire`: an issuer and an id (`jti`, `kid`).
+async fn issued_action<B: serde::de::DeserializeOwned>(
+    app: &App,
+    peer: Option<Extension<PeerIdentity>>,
+    headers: &HeaderMap,
+    body: Body,
+    parts: fn(B) -> (String, String, String),
+    change: fn(String, String) -> Change,
+) -> Response {
+    let Some(who) = authenticate(app, headers, peer.as_ref()) else {
+        return unauthenticated(app);
+    };
+    let (reason, iss, id) = match body_of(app, body).await {
+        Ok(b) => parts(b),
+        Err(r) => return r,
+    };
+    let c = if valid_id(&iss) && valid_id(&id) {
+        Ok(change(iss, id))
+    } else {
+        Err("iss and the id must be 1 to 256 visible characters".into())
+    };
+    act(app, who, c, &reason).await
+}
+
 pub async fn revoke_token(
     State(app): State<Arc<App>>,
     peer: Option<Extension<PeerIdentity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(who) = authenticate(&app, &headers, peer.as_ref()) else {
-        return unauthenticated(&app);
-    };
-    let b: TokenBody = match body_of(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let change = if valid_id(&b.iss) && valid_id(&b.jti) {
-        Ok(Change::RevokeToken { iss: b.iss, jti: b.jti })
-    } else {
-        Err("iss and jti must be 1 to 256 visible characters".into())
-    };
-    act(&app, who, change, &b.reason).await
+    let parts = |b: TokenBody| (b.reason, b.iss, b.jti);
+    issued_action(&app, peer, &headers, body, parts, |iss, jti| Change::RevokeToken { iss, jti }).await
 }
 
 pub async fn retire_key(
@@ -203,17 +216,6 @@ pub async fn retire_key(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(who) = authenticate(&app, &headers, peer.as_ref()) else {
-        return unauthenticated(&app);
-    };
-    let b: KeyBody = match body_of(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let change = if valid_id(&b.iss) && valid_id(&b.kid) {
-        Ok(Change::RetireKey { iss: b.iss, kid: b.kid })
-    } else {
-        Err("iss and kid must be 1 to 256 visible characters".into())
-    };
-    act(&app, who, change, &b.reason).await
+    let parts = |b: KeyBody| (b.reason, b.iss, b.kid);
+    issued_action(&app, peer, &headers, body, parts, |iss, kid| Change::RetireKey { iss, kid }).await
 }

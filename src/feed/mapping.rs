@@ -98,34 +98,24 @@ pub fn map(e: &SecurityEvent) -> Mapping {
             None => Mapping::Ignored("change_type_missing"),
         },
         "risc:credential-compromise" => one(token(s).or_else(|| client(s)), "subject_not_a_machine"),
-        "risc:account-disabled" => {
-            // A tenant (partner) subject suspends the partner; its application, if named too, is revoked.
-            let mut changes = Vec::new();
-            if let Some(p) = s.partner() {
-                changes.push(Change::SuspendPartner { partner: p.into() });
-            }
-            changes.extend(client(s));
-            if changes.is_empty() {
-                Mapping::Ignored("subject_not_a_machine")
-            } else {
-                Mapping::Changes(changes)
-            }
-        }
-        "risc:account-purged" => {
-            let mut changes = Vec::new();
-            if let Some(p) = s.partner() {
-                changes.push(Change::OffboardPartner { partner: p.into() });
-            }
-            changes.extend(client(s));
-            if changes.is_empty() {
-                Mapping::Ignored("subject_not_a_machine")
-            } else {
-                Mapping::Changes(changes)
-            }
-        }
+        // A tenant (partner) subject suspends or offboards the partner; its application, if named
+        // too, is revoked.
+        "risc:account-disabled" => account(s, |partner| Change::SuspendPartner { partner }),
+        "risc:account-purged" => account(s, |partner| Change::OffboardPartner { partner }),
         "risc:account-enabled" => Mapping::Ignored("restore_is_an_api_action"),
         "ssf:verification" | "ssf:stream-updated" => Mapping::Ignored("stream_control"),
         _ => Mapping::Ignored("event_type_not_mapped"),
+    }
+}
+
+/// An account event: the partner change for a tenant, a revocation for an application.
+fn account(s: &Subject, partner_change: fn(String) -> Change) -> Mapping {
+    let mut changes: Vec<Change> = s.partner().map(|p| partner_change(p.into())).into_iter().collect();
+    changes.extend(s.client().map(|c| Change::RevokeClient { client: c.into() }));
+    if changes.is_empty() {
+        Mapping::Ignored("subject_not_a_machine")
+    } else {
+        Mapping::Changes(changes)
     }
 }
 

@@ -391,15 +391,8 @@ impl Envoy {
     }
 
     /// Waits (up to `limit`) until `probe` returns true; returns how long it took.
-    pub fn wait_until(&self, limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if probe() {
-                return Some(start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+    pub fn wait_until(&self, limit: Duration, probe: impl FnMut() -> bool) -> Option<Duration> {
+        wait_until(limit, probe)
     }
 
     /// Waits until Envoy serves; `Err(log)` if it exits first or takes over a minute.
@@ -681,6 +674,18 @@ pub fn token(claims: &Value) -> String {
 
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// Waits up to `limit` for `probe`, every 20 ms; how long it took.
+pub fn wait_until(limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if probe() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// A bounded wrk run (it stops by itself after `seconds`) cycling through fixed requests.

@@ -496,14 +496,4 @@ pub fn jwt_id(iss: &str, jti: &str) -> Value {
     json!({"format": "jwt_id", "iss": iss, "jti": jti})
 }
 
-/// Waits up to `limit` for `probe`; the time it took.
-pub fn wait_for(limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if probe() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+pub use crate::harness::wait_until as wait_for;
