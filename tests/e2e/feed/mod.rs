@@ -75,13 +75,26 @@ impl Postgres {
     /// Starts a fresh server (initdb, trust auth for the test's own user on 127.0.0.1).
     pub fn start() -> Arc<Postgres> {
         let bin = pg_bin();
-        let dir = scratch_dir("pg");
-        let data = dir.join("data");
+        let mut dir = scratch_dir("pg");
         if is_root() {
-            // initdb refuses to run as root: the server runs as Debian's postgres user.
-            let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
-            assert!(st.success());
+            // initdb refuses to run as root: the server runs as Debian's postgres user, which must
+            // reach its folder; when the checkout's parents are closed to it, a folder under /tmp.
+            let reachable = |d: &Path| {
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(d).status().unwrap().success()
+                    && Command::new("runuser")
+                        .args(["-u", "postgres", "--", "test", "-w"])
+                        .arg(d)
+                        .status()
+                        .unwrap()
+                        .success()
+            };
+            if !reachable(&dir) {
+                dir = std::env::temp_dir().join(format!("nhi-guard-pg-{}-{}", std::process::id(), free_port()));
+                std::fs::create_dir_all(&dir).unwrap();
+                assert!(reachable(&dir), "the postgres user cannot write {}", dir.display());
+            }
         }
+        let data = dir.join("data");
         let pg = Postgres { port: free_port(), dir: dir.clone(), bin, databases: Mutex::new(0) };
         let out = pg
             .as_pg(pg.bin.join("initdb"))
@@ -110,9 +123,8 @@ impl Postgres {
         c.arg("-D").arg(self.dir.join("data")).args(["-w", "-t", "60"]);
         if what == "start" {
             c.arg("-l").arg(self.dir.join("postgres.log")).arg("-o").arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
-                self.port,
-                self.dir.display()
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=200",
+                self.port
             ));
         } else {
             c.args(["-m", "fast"]);
@@ -149,6 +161,8 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let mut c = self.as_pg(self.bin.join("pg_ctl"));
         let _ = c.arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "stop"]).output();
+        // Its data (about 40 MB) is of no use after the test; the log stays.
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
     }
 }
 
