@@ -406,3 +406,67 @@ fn the_feed_service_manifest_serves_what_the_fleet_manifests_poll() {
     }
     assert_eq!(of("PodDisruptionBudget")["spec"]["minAvailable"], 1);
 }
+
+/// `nhi-guard set` mints what the feed service accepts, for each subject form; bad forms are refused.
+#[test]
+fn cli_sets_are_accepted_by_the_feed_service() {
+    use nhi_guard::feed::set::{validate, Trust};
+    let pem = std::fs::read_to_string(repo("policies/demo-keys/idp-es256.pem")).unwrap();
+    let key = nhi_guard::tools::mint::SigningKey::from_pkcs8_pem(&pem, nhi_guard::engine::keys::Alg::PS256).unwrap();
+    let jwk: nhi_guard::engine::keys::Jwk = serde_json::from_value(key.public_jwk("idp-es256")).unwrap();
+    let keys = vec![jwk.to_key().unwrap()];
+    let trust = Trust {
+        issuer: "https://idp.bank.example",
+        audience: "https://feed.bank.example",
+        algorithms: &[nhi_guard::engine::keys::Alg::ES256],
+        keys: &keys,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for (subject, event, client, partner) in [
+        ("opaque:moneywise-app", "risc:account-disabled", Some("moneywise-app"), None),
+        ("tenant:moneywise", "risc:account-purged", None, Some("moneywise")),
+        ("iss_sub:https://auth.bank.example#ledger-sync", "caep:credential-change", Some("ledger-sync"), None),
+        ("jwt_id:https://auth.bank.example#t-1", "caep:session-revoked", None, None),
+    ] {
+        let out = cli(&[
+            "set",
+            "--key",
+            "policies/demo-keys/idp-es256.pem",
+            "--kid",
+            "idp-es256",
+            "--iss",
+            "https://idp.bank.example",
+            "--aud",
+            "https://feed.bank.example",
+            "--event",
+            event,
+            "--subject",
+            subject,
+            "--members",
+            r#"{"change_type": "revoke"}"#,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let set = String::from_utf8(out.stdout).unwrap();
+        let e = validate(&set, &trust, now).unwrap_or_else(|err| panic!("{subject}: {err:?}"));
+        assert_eq!((e.subject.client(), e.subject.partner()), (client, partner), "{subject}");
+        assert!(e.event_type.ends_with(event.split(':').nth(1).unwrap()));
+    }
+    for bad in ["moneywise", "jwt_id:no-hash", "phone:+44"] {
+        let out = cli(&[
+            "set",
+            "--key",
+            "policies/demo-keys/idp-es256.pem",
+            "--kid",
+            "k",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "--event",
+            "risc:account-disabled",
+            "--subject",
+            bad,
+        ]);
+        assert!(!out.status.success(), "{bad} was accepted");
+    }
+}
