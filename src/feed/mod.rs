@@ -13,21 +13,36 @@
 //! Pure parts (config, set, subject, mapping, change) take values and return values; the server
 //! ([`server`], [`push`], [`poll`], [`keys`]) does the I/O.
 
-pub mod api;
-pub mod audit;
+// Pure: values in, values out (and the fuzz crate's targets).
 pub mod change;
-pub mod config;
-pub mod document;
-pub mod keys;
 pub mod mapping;
-pub mod metrics;
-pub mod poll;
-pub mod push;
-pub mod receive;
-pub mod server;
 pub mod set;
-pub mod store;
 pub mod subject;
+
+// The service: I/O, behind the default `feed-service` feature.
+#[cfg(feature = "feed-service")]
+pub mod api;
+#[cfg(feature = "feed-service")]
+pub mod audit;
+#[cfg(feature = "feed-service")]
+pub mod config;
+#[cfg(feature = "feed-service")]
+pub mod document;
+#[cfg(feature = "feed-service")]
+pub mod keys;
+#[cfg(feature = "feed-service")]
+pub mod metrics;
+#[cfg(feature = "feed-service")]
+pub mod poll;
+#[cfg(feature = "feed-service")]
+pub mod push;
+#[cfg(feature = "feed-service")]
+pub mod receive;
+#[cfg(feature = "feed-service")]
+pub mod server;
+#[cfg(feature = "feed-service")]
+pub mod store;
+#[cfg(feature = "feed-service")]
 pub mod tls;
 
 /// Unix seconds now.
