@@ -13,11 +13,25 @@ use serde_json::{json, Value};
 const ISS: &str = "https://idp.example";
 const AUD: &str = "https://feed.bank.example";
 
+struct Fixture {
+    key: SigningKey,
+    keys: Vec<nhi_guard::engine::keys::VerificationKey>,
+}
+
+// Built once: the transmitter's key (Ed25519: signing every claims input stays cheap).
+fn fixture() -> &'static Fixture {
+    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let key = SigningKey::eddsa_from_seed(&[7u8; 32]);
+        let jwk: Jwk = serde_json::from_value(key.public_jwk("t1")).unwrap();
+        Fixture { keys: vec![jwk.to_key().unwrap()], key }
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    let key = SigningKey::es256_from_bytes(&[7u8; 32]).unwrap();
-    let jwk: Jwk = serde_json::from_value(key.public_jwk("t1")).unwrap();
-    let keys = vec![jwk.to_key().unwrap()];
-    let trust = Trust { issuer: ISS, audience: AUD, algorithms: &[Alg::ES256], keys: &keys };
+    let f = fixture();
+    let key = &f.key;
+    let trust = Trust { issuer: ISS, audience: AUD, algorithms: &[Alg::EdDSA], keys: &f.keys };
     let (mode, rest) = match data.split_first() {
         Some(x) => x,
         None => return,
@@ -29,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let Ok(claims) = serde_json::from_slice::<Value>(rest) else { return };
-        sign_jws(&json!({"alg": "ES256", "kid": "t1", "typ": "secevent+jwt"}), &claims, &key)
+        sign_jws(&json!({"alg": "EdDSA", "kid": "t1", "typ": "secevent+jwt"}), &claims, key)
     };
     if let Ok(event) = validate(&token, &trust, 1_800_000_000) {
         let payload = nhi_guard::engine::base64url::decode(token.split('.').nth(1).unwrap().as_bytes()).unwrap();
