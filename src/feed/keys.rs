@@ -1,5 +1,7 @@
 //! Transmitters' keys: inline in the config, or fetched from the transmitter's `jwks_uri` and
-//! refetched when a SET names a `kid` we do not hold (at most every 10 s) or every 5 minutes.
+//! refetched when a SET names a `kid` we do not hold (at most every 10 s; every second while the
+//! fetch fails) or every 5 minutes. While the JWKS cannot be fetched, a SET under an unknown key is
+//! answered "try again" rather than refused: a refusal would make the transmitter drop it.
 //! Issuers' JWKS are also fetched to see when a retired key has left them.
 
 use crate::engine::keys::{JwkSet, VerificationKey};
@@ -22,36 +24,58 @@ struct Fetched {
     keys: Arc<Vec<VerificationKey>>,
     at: Option<Instant>,
     tried: Option<Instant>,
+    /// Whether the last fetch failed (the keys we hold may be missing one).
+    failing: bool,
 }
+
+/// After a failed fetch, the next one may come this soon.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The transmitter's JWKS could not be fetched and the SET names a key we do not hold: whether it
+/// is genuine cannot be told now, so it is neither accepted nor refused (503: the transmitter retries).
+#[derive(Debug)]
+pub struct KeysUnavailable;
 
 impl StreamKeys {
     pub fn new(inline: Vec<VerificationKey>, url: Option<String>) -> StreamKeys {
         StreamKeys {
             inline: Arc::new(inline),
             url,
-            fetched: Mutex::new(Fetched { keys: Arc::new(Vec::new()), at: None, tried: None }),
+            fetched: Mutex::new(Fetched { keys: Arc::new(Vec::new()), at: None, tried: None, failing: false }),
         }
     }
 
     /// The keys to check a SET naming `kid` against.
-    pub async fn keys(&self, http: &reqwest::Client, kid: Option<&str>) -> Arc<Vec<VerificationKey>> {
-        let Some(url) = &self.url else { return self.inline.clone() };
+    pub async fn keys(
+        &self,
+        http: &reqwest::Client,
+        kid: Option<&str>,
+    ) -> Result<Arc<Vec<VerificationKey>>, KeysUnavailable> {
+        let Some(url) = &self.url else { return Ok(self.inline.clone()) };
         let mut f = self.fetched.lock().await;
-        let known = kid.is_some_and(|k| f.keys.iter().any(|key| key.kid == k));
+        let known = |f: &Fetched| kid.is_some_and(|k| f.keys.iter().any(|key| key.kid == k));
         let old = f.at.is_none_or(|t| t.elapsed() > REFRESH);
-        let may_try = f.tried.is_none_or(|t| t.elapsed() > UNKNOWN_KID_MIN_INTERVAL);
-        if (old || !known) && may_try {
+        let pause = if f.failing { RETRY_AFTER_FAILURE } else { UNKNOWN_KID_MIN_INTERVAL };
+        let may_try = f.tried.is_none_or(|t| t.elapsed() > pause);
+        if (old || !known(&f)) && may_try {
             f.tried = Some(Instant::now());
             match fetch_jwks(http, url).await {
                 Ok(set) => {
                     let keys: Vec<VerificationKey> = set.keys.iter().filter_map(|k| k.to_key().ok()).collect();
                     f.keys = Arc::new(keys);
                     f.at = Some(Instant::now());
+                    f.failing = false;
                 }
-                Err(e) => tracing::warn!(url = %url, error = %e, "transmitter JWKS fetch failed"),
+                Err(e) => {
+                    tracing::warn!(url = %url, error = %e, "transmitter JWKS fetch failed");
+                    f.failing = true;
+                }
             }
         }
-        f.keys.clone()
+        if f.failing && !known(&f) {
+            return Err(KeysUnavailable);
+        }
+        Ok(f.keys.clone())
     }
 }
 

@@ -16,7 +16,8 @@ pub enum Received {
     /// Stored before: acknowledge, nothing applied again.
     Duplicate(String),
     Refused(SetError),
-    /// The database did not take it: do not acknowledge.
+    /// The database did not take it, or the transmitter's keys could not be fetched: do not
+    /// acknowledge (the transmitter delivers it again).
     Unavailable,
 }
 
@@ -25,7 +26,13 @@ pub async fn receive(app: &App, stream: &Stream, token: &str, delivery: &str) ->
     m.sets_received.get_or_create(&labels(&[("stream", &stream.id), ("delivery", delivery)])).inc();
     let kid = jws::decode::<serde::de::IgnoredAny>(token.trim()).ok().and_then(|j| j.header.kid);
     let keys = match app.stream_keys.get(&stream.id) {
-        Some(k) => k.keys(&app.http, kid.as_deref()).await,
+        Some(k) => match k.keys(&app.http, kid.as_deref()).await {
+            Ok(keys) => keys,
+            Err(_) => {
+                m.sets_refused.get_or_create(&labels(&[("stream", &stream.id), ("reason", "keys_unavailable")])).inc();
+                return Received::Unavailable;
+            }
+        },
         None => std::sync::Arc::new(Vec::new()),
     };
     let trust =

@@ -421,6 +421,8 @@ pub struct TransmitterState {
     pub down: bool,
     /// Answer this late (slow).
     pub delay_ms: u64,
+    /// The JWKS endpoint answers 503.
+    pub jwks_down: bool,
 }
 
 impl Transmitter {
@@ -436,8 +438,19 @@ impl Transmitter {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 use axum::routing::{get, post};
-                let poll_state = st.clone();
-                let app = axum::Router::new().route("/jwks", get(move || async move { axum::Json(jwks) })).route(
+                let (poll_state, jwks_state) = (st.clone(), st.clone());
+                let jwks_answer = move || {
+                    let (jwks, down) = (jwks.clone(), jwks_state.lock().unwrap().jwks_down);
+                    async move {
+                        use axum::response::IntoResponse;
+                        if down {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        } else {
+                            axum::Json(jwks).into_response()
+                        }
+                    }
+                };
+                let app = axum::Router::new().route("/jwks", get(jwks_answer)).route(
                     "/poll",
                     post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
                         let st = poll_state.clone();

@@ -196,3 +196,25 @@ fn polled_sets_are_stored_then_acknowledged_and_a_down_or_slow_transmitter_is_su
 fn polled_sets_are_stored_then_acknowledged_and_a_down_or_slow_transmitter_is_survived_on_postgres() {
     poll_suite(Db::Postgres(shared_postgres()));
 }
+
+#[test]
+fn a_set_under_an_unknown_key_while_the_jwks_is_down_is_retried_not_refused() {
+    let tx = Transmitter::start();
+    tx.state.lock().unwrap().jwks_down = true;
+    let svc = Service::start(&Db::Sqlite, Some(&tx), |_| {});
+    let set = tx.set("k-1", &format!("{RISC}account-disabled"), json!({}), opaque("moneywise-app"));
+    // Refusing it (400) would make the transmitter drop it; 503 makes it retry.
+    let (status, body) = svc.push(&set);
+    assert_eq!((status, body["err"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+    assert_eq!(svc.metric("nhi_guard_feed_sets_refused_total{stream=\"idp\",reason=\"keys_unavailable\"}"), 1.0);
+    tx.state.lock().unwrap().jwks_down = false;
+    let stored = wait_for(Duration::from_secs(5), || svc.push(&set).0 == 202);
+    assert!(stored.is_some(), "the retry was not accepted once the JWKS was back:\n{}", svc.log());
+    assert_eq!(svc.feed()["clients"], json!(["moneywise-app"]));
+    // A key the transmitter does not publish, with its JWKS up: refused for good.
+    let forged = tx.set_from(
+        &json!({"alg": "ES256", "kid": "tx-9", "typ": "secevent+jwt"}),
+        &claims("k-2", &format!("{RISC}account-disabled"), json!({}), opaque("x")),
+    );
+    assert_eq!(svc.push(&forged).1["err"], "invalid_key");
+}
