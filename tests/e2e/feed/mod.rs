@@ -337,7 +337,8 @@ impl Service {
         text.lines()
             .filter(|l| l.starts_with(series))
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum()
+            .sum::<f64>()
+            + 0.0 // an empty f64 sum is -0.0
     }
 
     /// An API call: (status, JSON body).
