@@ -313,10 +313,16 @@ pub struct Presented<'a> {
     pub peer: Option<&'a crate::feed::tls::PeerIdentity>,
 }
 
+/// Constant-time equality of a presented secret and the configured one.
+pub fn same_secret(presented: &str, configured: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    !configured.is_empty() && bool::from(presented.as_bytes().ct_eq(configured.as_bytes()))
+}
+
 /// What a stream or caller requires: every configured credential must be presented (at least one is).
 fn credentials_ok(token: &Option<String>, certificate: &Option<CertMatch>, p: &Presented<'_>) -> bool {
     let token_ok = match token {
-        Some(t) => p.bearer.is_some_and(|b| crate::feed::push::same_secret(b, t)),
+        Some(t) => p.bearer.is_some_and(|b| same_secret(b, t)),
         None => true,
     };
     let cert_ok = match certificate {

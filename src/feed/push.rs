@@ -13,7 +13,6 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 fn error(status: StatusCode, err: &str, description: &str) -> Response {
     json(status, serde_json::json!({"err": err, "description": description}))
@@ -26,11 +25,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = v.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
-/// Constant-time equality of a presented secret and the configured one.
-pub fn same_secret(presented: &str, configured: &str) -> bool {
-    !configured.is_empty() && bool::from(presented.as_bytes().ct_eq(configured.as_bytes()))
 }
 
 pub async fn push(

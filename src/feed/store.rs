@@ -301,16 +301,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a SET was stored (the kill -9 test's and the poller's question).
-    pub async fn has_set(&self, stream: &str, jti: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM nhi_feed_sets WHERE stream = $1 AND jti = $2")
-            .bind(stream)
-            .bind(jti)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)? > 0)
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -582,6 +572,18 @@ async fn insert_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Store {
+        /// Whether a SET was stored.
+        async fn has_set(&self, stream: &str, jti: &str) -> Result<bool, StoreError> {
+            let row = sqlx::query("SELECT COUNT(*) FROM nhi_feed_sets WHERE stream = $1 AND jti = $2")
+                .bind(stream)
+                .bind(jti)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get::<i64, _>(0)? > 0)
+        }
+    }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()

@@ -42,7 +42,7 @@ impl PeerIdentity {
     pub fn matches(&self, want: &CertMatch) -> bool {
         match want {
             CertMatch::UriSan(uri) => self.uri_sans.iter().any(|u| u == uri),
-            CertMatch::Sha256(t) => self.sha256.as_deref().is_some_and(|s| crate::feed::push::same_secret(s, t)),
+            CertMatch::Sha256(t) => self.sha256.as_deref().is_some_and(|s| crate::feed::config::same_secret(s, t)),
         }
     }
 }

@@ -78,17 +78,10 @@ fn kill9_suite(db: Db) {
     );
     eprintln!(
         "kill -9 ({}): {} pushes acknowledged before the kill, all in the feed after restart ({} listed)",
-        db_name(&db),
+        db.name(),
         acked.len(),
         listed.len()
     );
-}
-
-fn db_name(db: &Db) -> &'static str {
-    match db {
-        Db::Sqlite => "sqlite",
-        Db::Postgres(_) => "postgres",
-    }
 }
 
 #[test]
@@ -166,16 +159,7 @@ fn two_replicas_on_one_postgres_serve_one_document_and_one_version_sequence() {
     let a = Service::start(&Db::Postgres(pg), None, |_| {});
     let dir = scratch_dir("feed-b");
     let mut doc = config("", &dir, free_port(), None);
-    let shared_url = std::fs::read_dir(&a.dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("feed-"))
-        .map(|e| {
-            serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).unwrap()).unwrap()["database"]["url"]
-                .clone()
-        })
-        .unwrap();
-    doc["database"]["url"] = shared_url;
+    doc["database"]["url"] = a.config_doc()["database"]["url"].clone();
     let b = Service::start_with(&doc, &dir);
     // Writes on both, alternating and concurrent: versions never repeat, both serve the same bytes.
     let mut versions = Vec::new();
@@ -211,25 +195,9 @@ fn two_replicas_on_one_postgres_serve_one_document_and_one_version_sequence() {
     assert!((versions[9] + 1..=versions[9] + 8).contains(&v), "{v} after {}", versions[9]);
     assert_eq!(doc["partners"].as_array().unwrap().len(), 8);
     // A restart keeps the version (it is the database's).
+    let mut restarted = b.config_doc();
     drop(b);
-    let b = Service::start_with(&doc_with_port(&doc_cfg(&dir)), &dir);
+    restarted["listen"] = json!(format!("127.0.0.1:{}", free_port()));
+    let b = Service::start_with(&restarted, &dir);
     assert_eq!(b.feed()["version"], doc["version"]);
-}
-
-fn doc_cfg(dir: &Path) -> Value {
-    let path = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            e.file_name().to_string_lossy().starts_with("feed-") && e.file_name().to_string_lossy().ends_with(".json")
-        })
-        .unwrap()
-        .path();
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn doc_with_port(doc: &Value) -> Value {
-    let mut d = doc.clone();
-    d["listen"] = json!(format!("127.0.0.1:{}", free_port()));
-    d
 }

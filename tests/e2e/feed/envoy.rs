@@ -62,10 +62,7 @@ fn envoy_suite(db: Db) {
     }
     eprintln!(
         "feed service -> Envoy ({}): {:?}",
-        match db {
-            Db::Sqlite => "sqlite",
-            Db::Postgres(_) => "postgres",
-        },
+        db.name(),
         times.iter().map(|(w, t)| format!("{w}: {} ms", t.unwrap().as_millis())).collect::<Vec<_>>()
     );
     // The filter fetched from the service: counted there too.

@@ -18,10 +18,7 @@ fn rss_kib(pid: i32, field: &str) -> u64 {
 
 fn load_suite(db: Db) {
     let total: usize = std::env::var("NHI_GUARD_FEED_LOAD_SETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let name = match db {
-        Db::Sqlite => "sqlite",
-        Db::Postgres(_) => "postgres",
-    };
+    let name = db.name();
     let tx = Transmitter::start();
     let svc = Service::start(&db, Some(&tx), |_| {});
     // Signed before the clock starts: the test measures the service, not the minting.
@@ -111,7 +108,7 @@ fn ten_thousand_pushed_sets_are_all_acknowledged_and_listed_on_postgres() {
 #[ignore]
 fn capacity_of_the_push_endpoint_with_wrk() {
     for db in [Db::Sqlite, Db::Postgres(Postgres::start())] {
-        let name = if matches!(db, Db::Sqlite) { "sqlite" } else { "postgres" };
+        let name = db.name();
         let tx = Transmitter::start();
         let svc = Service::start(&db, Some(&tx), |_| {});
         let dir = scratch_dir("wrk-feed");
@@ -146,6 +143,9 @@ fn capacity_of_the_push_endpoint_with_wrk() {
         let duplicates = svc.metric("nhi_guard_feed_sets_duplicate_total");
         let refused = svc.metric("nhi_guard_feed_sets_refused_total");
         assert_eq!(refused, 0.0, "{text}");
+        // A faster machine than ours could run through the pool: then the figure would count repeats as
+        // nothing and understate; say so instead of printing it.
+        assert_eq!(duplicates, 0.0, "wrk used up the 80 000 SETs in 10 s: raise the pool for this machine");
         eprintln!(
             "feed capacity ({name}, wrk 32 connections, 10 s): {:.0} SETs/s stored ({accepted} stored, {duplicates} repeats), service CPU {:.0} us per SET, peak RSS {:.1} MiB\n{}",
             accepted / 10.0,

@@ -41,6 +41,13 @@ pub enum Db {
 }
 
 impl Db {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
     fn url(&self, dir: &Path) -> String {
         match self {
             Db::Sqlite => format!("sqlite://{}/feed.db", dir.display()),
@@ -302,6 +309,11 @@ impl Service {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child = Some(child);
+    }
+
+    /// The config this service runs with (a second replica or a restart starts from it).
+    pub fn config_doc(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap()
     }
 
     pub fn pid(&self) -> i32 {
